@@ -1,0 +1,251 @@
+"""The ``openmps`` command. Every option has an environment twin (``OPENMPS_...``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from openmps.errors import OpenMPSError
+from openmps.settings import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="openmps: Mobile Push Service")
+apps_cli = typer.Typer(no_args_is_help=True, help="Create and list apps and their access keys.")
+device_cli = typer.Typer(no_args_is_help=True, help="Act as a device (demos and checks).")
+app.add_typer(apps_cli, name="app")
+app.add_typer(device_cli, name="device")
+
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(envvar="OPENMPS_DATA_DIR", help="Where the SQLite store lives [default: ./data]"),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OPENMPS_DATABASE_URL",
+        help="SQLAlchemy async URL; unset means SQLite under --data-dir",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except OpenMPSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValueError as exc:
+        typer.echo(f"error: invalid setting: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(envvar="OPENMPS_HOST", help="API bind address [default: 127.0.0.1]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(envvar="OPENMPS_PORT", help="API port [default: 8080]")
+    ] = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(envvar="OPENMPS_GATEWAY_PORT", help="Device gateway port [default: 8081]"),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the API and the device gateway in one process."""
+    from openmps.server import run
+
+    settings = _settings(
+        host=host,
+        port=port,
+        gateway_port=gateway_port,
+        data_dir=data_dir,
+        database_url=database_url,
+    )
+    try:
+        run(settings)
+    except OpenMPSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _open_store(settings: Settings) -> Any:
+    from openmps.store import Store
+
+    return await Store.open(settings.sqlalchemy_url)
+
+
+@apps_cli.command("create")
+def app_create(
+    name: Annotated[str, typer.Argument(help="A name for people")],
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an app with one access key; prints the secret once."""
+    from openmps.apps import create_app
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def go() -> dict[str, str]:
+        store = await _open_store(settings)
+        try:
+            return (await create_app(store, name)).as_json()
+        finally:
+            await store.close()
+
+    created = _run(go())
+    if as_json:
+        typer.echo(json.dumps(created))
+    else:
+        for key, value in created.items():
+            typer.echo(f"{key:<18} {value}")
+
+
+@apps_cli.command("list")
+def app_list(
+    as_json: AsJson = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
+) -> None:
+    """List apps and their access key ids (never secrets)."""
+    from openmps.apps import list_apps
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def go() -> list[dict[str, Any]]:
+        store = await _open_store(settings)
+        try:
+            return [
+                {
+                    "app_id": a.app_id,
+                    "workspace_id": a.workspace_id,
+                    "name": a.name,
+                    "access_key_ids": list(a.access_key_ids),
+                    "created_at": a.created_at.isoformat(),
+                }
+                for a in await list_apps(store)
+            ]
+        finally:
+            await store.close()
+
+    rows = _run(go())
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['app_id']}  {row['workspace_id']:<10} {row['name']:<20} "
+            f"{','.join(row['access_key_ids'])}"
+        )
+
+
+@app.command()
+def status(
+    task_id: Annotated[int, typer.Argument(help="The task id PushSimple returned")],
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show one row per target of a task: device, channel and status code."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def go() -> list[dict[str, Any]] | None:
+        from openmps.dispatch import Dispatcher
+        from openmps.gateway.hub import Hub
+        from openmps.push import Pushes
+
+        store = await _open_store(settings)
+        try:
+            pushes = Pushes(store, Dispatcher(Hub()), max_expired_seconds=1)
+            rows = await pushes.task_status(task_id, app_pk=None)
+            return None if rows is None else [row.as_json() for row in rows]
+        finally:
+            await store.close()
+
+    rows = _run(go())
+    if rows is None:
+        typer.echo(f"error: no task {task_id}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['target']:<24} {row['msg_key']:<16} {row['channel']:<6} "
+            f"{row['status_code']:>9} {row['status_name']}"
+        )
+
+
+@device_cli.command("listen")
+def device_listen(
+    app_id: Annotated[str, typer.Option(envvar="OPENMPS_APP_ID", help="The app's AppId")],
+    api: Annotated[str, typer.Option(envvar="OPENMPS_API_URL", help="API base URL")] = (
+        "http://127.0.0.1:8080"
+    ),
+    gateway: Annotated[str, typer.Option(envvar="OPENMPS_GATEWAY_URL", help="Gateway URL")] = (
+        "ws://127.0.0.1:8081/v1"
+    ),
+    workspace_id: Annotated[str, typer.Option(envvar="OPENMPS_WORKSPACE_ID")] = "default",
+    platform: Annotated[str, typer.Option(help="android or ios")] = "android",
+    count: Annotated[int, typer.Option(help="Exit after N messages; 0 means never")] = 0,
+    as_json: AsJson = False,
+) -> None:
+    """Register a device, print its delivery token, then print and ack each message."""
+    from openmps.client import DeviceClient, register
+
+    if platform not in ("android", "ios"):
+        typer.echo("error: --platform must be android or ios", err=True)
+        raise typer.Exit(2)
+    if count < 0:
+        typer.echo("error: --count must be 0 or more", err=True)
+        raise typer.Exit(2)
+
+    def out(obj: dict[str, Any], text: str) -> None:
+        typer.echo(json.dumps(obj, ensure_ascii=False) if as_json else text)
+        sys.stdout.flush()
+
+    async def go() -> None:
+        creds = await register(api, app_id=app_id, workspace_id=workspace_id, platform=platform)
+        out(
+            {"delivery_token": creds.delivery_token, "platform": creds.platform},
+            f"delivery token: {creds.delivery_token} ({creds.platform})",
+        )
+        received = 0
+        async with DeviceClient(gateway, creds) as device:
+            async for message in device:
+                received += 1
+                out(
+                    {
+                        "msg_id": message.id,
+                        "msg_key": message.msg_key,
+                        "title": message.title,
+                        "content": message.content,
+                        "extras": message.extras,
+                    },
+                    f"[{message.id}] {message.title}: {message.content}",
+                )
+                if count and received >= count:
+                    break
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go())
+
+
+def main() -> None:
+    app()

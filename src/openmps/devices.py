@@ -1,0 +1,270 @@
+"""Devices: registration, the gateway's hello check, vendor reports, user bindings."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from openmps.dispatch import Dispatcher, Job, message_body, message_frame
+from openmps.errors import BusinessError
+from openmps.gateway.hub import Hub
+from openmps.statuses import DEVICE_NOT_ONLINE
+from openmps.store import Binding, Delivery, Device, Message, Store
+
+PLATFORMS = ("android", "ios")
+# Our OsType values (the public MPS docs publish none): they mirror DeliveryType.
+OS_TYPES = {1: "android", 2: "ios", 7: "harmonyos"}
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mask(token: str) -> str:
+    """A token fit for a log line: its last four characters only."""
+    return "…" + token[-4:] if len(token) > 4 else "…"
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    delivery_token: str
+    device_secret: str = field(repr=False)
+    platform: str = "android"
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    delivery_token: str
+    device_id: str
+    platform: str
+    online: bool
+    third_token: str | None
+    user_id: str | None
+    manufacturer: str | None
+
+
+class Devices:
+    def __init__(self, store: Store, hub: Hub, dispatcher: Dispatcher) -> None:
+        self._store = store
+        self._hub = hub
+        self._dispatcher = dispatcher
+
+    async def register(self, app_pk: int, platform: str) -> NewDevice:
+        if platform not in PLATFORMS:
+            raise BusinessError(
+                3008, "OS_TYPE_NOT_SUPPORTED", f"platform must be one of {PLATFORMS}"
+            )
+        token = secrets.token_urlsafe(32)
+        device_secret = secrets.token_urlsafe(32)
+        async with self._store.session() as session, session.begin():
+            session.add(
+                Device(
+                    app_pk=app_pk,
+                    delivery_token=token,
+                    secret_hash=_hash_secret(device_secret),
+                    platform=platform,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return NewDevice(token, device_secret, platform)
+
+    async def authenticate(self, token: str, device_secret: str) -> int | None:
+        """The device's primary key if the secret matches its token, else None."""
+        async with self._store.session() as session:
+            row = (
+                await session.execute(
+                    select(Device.id, Device.secret_hash).where(Device.delivery_token == token)
+                )
+            ).first()
+        expected = row[1] if row is not None else _hash_secret("not a device")
+        ok = hmac.compare_digest(expected, _hash_secret(device_secret))
+        return row[0] if row is not None and ok else None
+
+    async def _device(self, app_pk: int, token: str) -> Device:
+        if not token.strip():
+            raise BusinessError(3001, "NEED_DELIVERYTOKEN", "DeliveryToken is required")
+        async with self._store.session() as session:
+            device = await session.scalar(
+                select(Device).where(Device.delivery_token == token, Device.app_pk == app_pk)
+            )
+        if device is None:
+            raise BusinessError(
+                3028,
+                "INVALID_PARAM",
+                "DeliveryToken is not a device of this app; the device "
+                "gets its token when it registers with the gateway",
+            )
+        return device
+
+    async def report(
+        self,
+        app_pk: int,
+        token: str,
+        *,
+        os_type: int,
+        third_channel: int | None,
+        third_token: str | None,
+        extra: dict[str, Any],
+    ) -> None:
+        device = await self._device(app_pk, token)
+        async with self._store.session() as session, session.begin():
+            await session.execute(
+                update(Device)
+                .where(Device.id == device.id)
+                .values(
+                    os_type=os_type,
+                    third_channel=third_channel,
+                    third_token=third_token or None,
+                    report=extra or None,
+                )
+            )
+
+    async def bind(
+        self, app_pk: int, token: str, user_id: str, *, os_type: int, phone: str | None
+    ) -> int:
+        """Bind ``user_id`` to the device; returns how many waiting messages it unblocked.
+
+        Messages to this user that found no binding (status 1) and are still valid go to the
+        device now (reference 6.3).
+        """
+        if not user_id.strip():
+            raise BusinessError(3012, "NEED_USERID", "UserId is required")
+        if len(user_id) > 128:
+            raise BusinessError(3028, "INVALID_PARAM", "UserId is longer than 128 characters")
+        device = await self._device(app_pk, token)
+        now = datetime.now(UTC)
+        async with self._store.session() as session, session.begin():
+            values = {
+                "app_pk": app_pk,
+                "user_id": user_id,
+                "device_pk": device.id,
+                "phone_number": phone,
+                "created_at": now,
+            }
+            if self._store.is_sqlite:
+                await session.execute(
+                    sqlite_insert(Binding).values(values).on_conflict_do_nothing()
+                )
+            else:
+                try:
+                    async with session.begin_nested():
+                        session.add(Binding(**values))
+                except IntegrityError:
+                    pass
+            if device.os_type is None:
+                device_row = await session.get(Device, device.id)
+                if device_row is not None:
+                    device_row.os_type = os_type
+            waiting = (
+                await session.execute(
+                    select(
+                        Delivery.id,
+                        Message.msg_key,
+                        Message.task_pk,
+                        Message.payload,
+                        Message.expires_at,
+                    )
+                    .join(Message, Message.id == Delivery.message_pk)
+                    .where(
+                        Message.app_pk == app_pk,
+                        Message.delivery_type == 3,
+                        Message.target == user_id,
+                        Message.revoked_at.is_(None),
+                        Delivery.device_pk.is_(None),
+                        Delivery.final.is_(False),
+                        Delivery.expires_at > now,
+                    )
+                    .order_by(Delivery.id)
+                )
+            ).all()
+            if waiting:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([row[0] for row in waiting]))
+                    .values(
+                        device_pk=device.id,
+                        status_channel=DEVICE_NOT_ONLINE.channel.value,
+                        code=DEVICE_NOT_ONLINE.code,
+                        updated_at=now,
+                    )
+                )
+        jobs = [
+            Job(
+                delivery_id,
+                device.id,
+                message_frame(
+                    delivery_id,
+                    message_body(
+                        payload,
+                        msg_key=key,
+                        task_id=task_pk,
+                        expires_ms=int(expires_at.timestamp() * 1000),
+                    ),
+                ),
+            )
+            for delivery_id, key, task_pk, payload, expires_at in waiting
+        ]
+        self._dispatcher.submit(jobs)
+        return len(jobs)
+
+    async def unbind(self, app_pk: int, token: str, user_id: str) -> bool:
+        if not user_id.strip():
+            raise BusinessError(3012, "NEED_USERID", "UserId is required")
+        device = await self._device(app_pk, token)
+        async with self._store.session() as session, session.begin():
+            result = await session.execute(
+                delete(Binding).where(Binding.device_pk == device.id, Binding.user_id == user_id)
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def state(self, app_pk: int, target: str, target_type: int | None) -> DeviceState:
+        if not target.strip():
+            raise BusinessError(3021, "TOKEN_OR_USERID_NULL", "Target is required")
+        async with self._store.session() as session:
+            if target_type == 3:
+                row = (
+                    await session.execute(
+                        select(Device, Binding.user_id)
+                        .join(Binding, Binding.device_pk == Device.id)
+                        .where(Binding.app_pk == app_pk, Binding.user_id == target)
+                        .order_by(Binding.id.desc())
+                        .limit(1)
+                    )
+                ).first()
+            else:
+                row = (
+                    await session.execute(
+                        select(Device, Binding.user_id)
+                        .outerjoin(Binding, Binding.device_pk == Device.id)
+                        .where(Device.app_pk == app_pk, Device.delivery_token == target)
+                        .order_by(Binding.id.desc())
+                        .limit(1)
+                    )
+                ).first()
+        if row is None:
+            what = "user has no bound device" if target_type == 3 else "no such device"
+            raise BusinessError(3028, "INVALID_PARAM", f"Target not found: {what}")
+        device, user_id = row
+        return DeviceState(
+            delivery_token=device.delivery_token,
+            device_id=str(device.id),
+            platform=device.platform,
+            online=self._hub.is_online(device.id),
+            third_token=device.third_token,
+            user_id=user_id,
+            manufacturer=(device.report or {}).get("Model"),
+        )
+
+    async def touch(self, device_pk: int) -> None:
+        async with self._store.session() as session, session.begin():
+            await session.execute(
+                update(Device).where(Device.id == device_pk).values(last_seen_at=datetime.now(UTC))
+            )

@@ -1,0 +1,63 @@
+"""Dispatch: hands committed deliveries to the channel that carries them.
+
+Today one channel exists, the own device gateway: a delivery whose device is connected to this
+process goes out at once; one whose device is offline waits in the store and goes out when the
+device connects (the gateway reads pending deliveries on every connect). Vendor channels join
+here (issue 3) behind the same ``submit``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from openmps.gateway.hub import Hub
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One committed delivery ready to go out."""
+
+    delivery_id: int
+    device_pk: int
+    frame: str
+
+
+def message_body(payload: Mapping[str, Any], *, msg_key: str, task_id: int, expires_ms: int) -> str:
+    """The JSON members of a ``msg`` frame shared by every device of a message, without braces."""
+    body = {
+        "msg_key": msg_key,
+        "task_id": str(task_id),
+        "title": payload["title"],
+        "content": payload["content"],
+        "extras": payload.get("extras") or {},
+        "silent": bool(payload.get("silent")),
+        "push_action": int(payload.get("push_action") or 0),
+        "uri": payload.get("uri"),
+        "expires_at": expires_ms,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))[1:-1]
+
+
+def message_frame(delivery_id: int, body: str) -> str:
+    """A ``msg`` frame (gateway protocol v1) for one delivery of a message."""
+    return f'{{"type":"msg","id":"{delivery_id}",{body}}}'
+
+
+class Dispatcher:
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub  # devices connected to this process
+        self.offered = 0  # jobs handed to a connected device since start
+
+    def submit(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            if self._hub.offer(job.device_pk, job.delivery_id, job.frame):
+                self.offered += 1
+
+    def revoke(self, sent: Iterable[tuple[int, int]]) -> None:
+        """Tell connected devices to remove notifications of revoked (device, delivery)s."""
+        for device_pk, delivery_id in sent:
+            frame = f'{{"type":"revoke","id":"{delivery_id}"}}'
+            self._hub.offer(device_pk, -delivery_id, frame)

@@ -1,0 +1,226 @@
+"""The device gateway: a WebSocket server speaking protocol v1 (docs/gateway-protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from openmps.devices import Devices
+from openmps.gateway.hub import Hub, Link
+from openmps.push import Pushes
+from openmps.statuswriter import StatusWriter
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+HELLO_TIMEOUT_S = 10.0
+MAX_ACK_IDS = 256
+
+
+class _Close(Exception):
+    """End the session with a close code and an error frame saying why."""
+
+    def __init__(self, code: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.error = error
+        self.message = message
+
+
+class TokenBucket:
+    """Frames a device may send: ``rate`` per second sustained, ``burst`` at once."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        devices: Devices,
+        pushes: Pushes,
+        writer: StatusWriter,
+        heartbeat_interval_s: float,
+        heartbeat_timeout_s: float,
+        max_frame_bytes: int,
+        rate_per_s: float,
+        rate_burst: int,
+    ) -> None:
+        self.hub = hub
+        self._devices = devices
+        self._pushes = pushes
+        self._writer = writer
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._max_frame_bytes = max_frame_bytes
+        self._rate_per_s = rate_per_s
+        self._rate_burst = rate_burst
+        self._server: Server | None = None
+        self._background: set[asyncio.Task[None]] = set()  # fire-and-forget work, kept alive
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the port (useful when ``port`` is 0)."""
+        self._server = await serve(
+            self._session,
+            host,
+            port,
+            compression=None,  # per-message deflate costs ~64 KiB a link; frames are small
+            max_size=self._max_frame_bytes,
+            ping_interval=self._heartbeat_interval_s,
+            ping_timeout=self._heartbeat_timeout_s,
+            max_queue=4,
+            write_limit=16 * 1024,
+        )
+        sockets = list(self._server.sockets)
+        return int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+
+    async def _session(self, ws: ServerConnection) -> None:
+        started = time.monotonic()
+        link: Link | None = None
+        received = 0
+        try:
+            device_pk = await self._hello(ws)
+            link = Link(device_pk, ws)
+            replaced = self.hub.attach(link)
+            if replaced is not None:
+                self._spawn(_close_replaced(replaced))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "welcome",
+                        "v": PROTOCOL_VERSION,
+                        "heartbeat_s": self._heartbeat_interval_s,
+                    }
+                )
+            )
+            pending = [
+                j
+                for j in await self._pushes.pending(device_pk)
+                if not self._writer.is_acked(j.delivery_id)
+            ]
+            for job in pending:
+                await ws.send(job.frame)
+            await link.go_live(j.delivery_id for j in pending)
+            logger.info("device connected: device=%d pending=%d", device_pk, len(pending))
+            self._spawn(self._devices.touch(device_pk))
+            bucket = TokenBucket(self._rate_per_s, self._rate_burst)
+            async for raw in ws:
+                received += 1
+                if not bucket.take():
+                    raise _Close(4008, "rate_limited", "too many frames; slow down")
+                await self._handle(ws, device_pk, raw)
+        except _Close as close:
+            await _send_close(ws, close)
+        except ConnectionClosed:
+            pass
+        finally:
+            if link is not None:
+                self.hub.detach(link)
+                logger.info(
+                    "device disconnected: device=%d frames=%d seconds=%.1f",
+                    link.device_pk,
+                    received,
+                    time.monotonic() - started,
+                )
+
+    async def _hello(self, ws: ServerConnection) -> int:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            raise _Close(4001, "hello_timeout", "no hello within 10 s") from None
+        frame = _parse(raw)
+        if frame is None or frame.get("type") != "hello":
+            raise _Close(4001, "bad_hello", "the first frame must be a hello")
+        if frame.get("v") != PROTOCOL_VERSION:
+            raise _Close(4002, "bad_version", f"protocol version {PROTOCOL_VERSION} only")
+        token, secret = frame.get("token"), frame.get("secret")
+        if not isinstance(token, str) or not isinstance(secret, str):
+            raise _Close(4001, "bad_hello", "hello needs string token and secret")
+        device_pk = await self._devices.authenticate(token, secret)
+        if device_pk is None:
+            raise _Close(4003, "auth_failed", "unknown delivery token or wrong secret")
+        return device_pk
+
+    async def _handle(self, ws: ServerConnection, device_pk: int, raw: str | bytes) -> None:
+        frame = _parse(raw)
+        kind = frame.get("type") if frame is not None else None
+        if frame is None or kind not in ("ack", "opened", "ping"):
+            raise _Close(4004, "bad_frame", "frames are JSON objects of type ack, opened or ping")
+        if kind == "ping":
+            await ws.send('{"type":"pong"}')
+        elif kind == "ack":
+            ids = frame.get("ids")
+            if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS:
+                raise _Close(4004, "bad_frame", f"ack needs ids: a list of at most {MAX_ACK_IDS}")
+            for delivery_id in ids:
+                parsed = _delivery_id(delivery_id)
+                if parsed is not None:
+                    self._writer.ack(parsed, device_pk)
+        else:
+            parsed = _delivery_id(frame.get("id"))
+            if parsed is not None:
+                self._writer.opened(parsed, device_pk)
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    if isinstance(raw, bytes):
+        return None
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
+def _delivery_id(value: Any) -> int | None:
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+async def _send_close(ws: ServerConnection, close: _Close) -> None:
+    try:
+        await ws.send(json.dumps({"type": "error", "code": close.error, "message": close.message}))
+        await ws.close(close.code, close.error)
+    except ConnectionClosed:
+        pass
+
+
+async def _close_replaced(link: Link) -> None:
+    ws = link.sender
+    if isinstance(ws, ServerConnection):
+        await _send_close(ws, _Close(4009, "replaced", "another connection of this device"))

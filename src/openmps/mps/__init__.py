@@ -1,0 +1,1 @@
+"""The mPaaS MPS OpenAPI front door: request signature checks and form decoding."""

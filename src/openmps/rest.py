@@ -1,0 +1,99 @@
+"""The native REST API (``/v1``) and health checks.
+
+Authentication: HTTP Basic with the app's AccessKeyId as user name and AccessKeySecret as
+password (docs/rest.md). Device registration (``POST /v1/devices``) needs only the AppId and
+WorkspaceId, which ship inside the app, as with MPS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from openmps.apps import KeyOwner, find_app
+from openmps.runtime import Runtime
+
+router = APIRouter()
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+
+
+async def _owner(request: Request, runtime: RuntimeDep) -> KeyOwner:
+    unauthorized = HTTPException(
+        401,
+        {
+            "error": "unauthorized",
+            "message": "send HTTP Basic auth: AccessKeyId as user, AccessKeySecret as password",
+        },
+        headers={"WWW-Authenticate": 'Basic realm="openmps"'},
+    )
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise unauthorized
+    try:
+        key_id, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise unauthorized from None
+    owner = await runtime.keys.get(key_id)
+    if owner is None or not hmac.compare_digest(owner.secret.encode(), secret.encode()):
+        raise unauthorized
+    return owner
+
+
+OwnerDep = Annotated[KeyOwner, Depends(_owner)]
+
+
+class DeviceRegistration(BaseModel):
+    app_id: str = Field(min_length=1, max_length=64)
+    workspace_id: str = Field(min_length=1, max_length=64)
+    platform: Literal["android", "ios"] = "android"
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.post("/v1/devices", status_code=201)
+async def register_device(body: DeviceRegistration, runtime: RuntimeDep) -> Any:
+    app_pk = await find_app(runtime.store, body.app_id, body.workspace_id)
+    if app_pk is None:
+        return JSONResponse(
+            {
+                "error": "unknown_app",
+                "message": "no app with that app_id and workspace_id; see `openmps app list`",
+            },
+            status_code=404,
+        )
+    device = await runtime.devices.register(app_pk, body.platform)
+    return {
+        "delivery_token": device.delivery_token,
+        "device_secret": device.device_secret,
+        "platform": device.platform,
+    }
+
+
+@router.get("/v1/tasks/{task_id}")
+async def task_status(task_id: str, owner: OwnerDep, runtime: RuntimeDep) -> Any:
+    rows = None
+    if task_id.isdigit() and len(task_id) < 19:
+        rows = await runtime.pushes.task_status(int(task_id), app_pk=owner.app_pk)
+    if rows is None:
+        return JSONResponse(
+            {"error": "unknown_task", "message": f"this app has no task {task_id!r}"},
+            status_code=404,
+        )
+    return {"task_id": task_id, "deliveries": [row.as_json() for row in rows]}

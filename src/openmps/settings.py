@@ -1,0 +1,81 @@
+"""Settings: one typed class, read from the environment (prefix ``OPENMPS_``), an optional
+TOML file (``OPENMPS_CONFIG``), then the defaults written here. CLI options override all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of a running openmps, with its default and unit."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENMPS_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="MPS OpenAPI and REST port")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8081, ge=0, le=65535, description="device gateway port")
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; None means SQLite at <data_dir>/openmps.db"
+    )
+
+    # MPS front door
+    signature_window_s: float = Field(900.0, gt=0, description="allowed x-acs-date skew")
+    max_expired_seconds: int = Field(
+        72 * 3600, gt=0, description="largest ExpiredSeconds a push may ask for (3026 beyond)"
+    )
+
+    # Device gateway
+    heartbeat_interval_s: float = Field(20.0, gt=0, description="server ping period")
+    heartbeat_timeout_s: float = Field(20.0, gt=0, description="pong wait before close")
+    device_max_frame_bytes: int = Field(4096, gt=0, description="largest frame a device sends")
+    device_rate_per_s: float = Field(50.0, gt=0, description="frames/s a device may send")
+    device_rate_burst: int = Field(200, gt=0, description="frames a device may send at once")
+
+    # Status writer
+    status_flush_interval_s: float = Field(0.05, gt=0, description="longest wait before flush")
+    status_flush_max: int = Field(2000, gt=0, description="status changes per transaction")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The store URL, defaulting to the SQLite file under data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'openmps.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("OPENMPS_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with CLI overrides applied; an override of None means "not given"."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)

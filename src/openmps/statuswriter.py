@@ -1,0 +1,121 @@
+"""Coalesces status changes from devices (acks, opens) and writes them in batches.
+
+One ack is one small UPDATE; a broadcast brings a flood of them. The writer keeps the changes
+in memory and flushes them in one transaction every ``flush_interval_s`` or as soon as
+``flush_max`` are waiting. An ack that is waiting and not yet written is lost if the process
+dies: the delivery then stays pending and is sent again on reconnect (at least once), which the
+device SDK deduplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, update
+
+from openmps.statuses import ACKED
+from openmps.store import Delivery, Store
+
+logger = logging.getLogger(__name__)
+
+
+class StatusWriter:
+    def __init__(self, store: Store, *, flush_interval_s: float, flush_max: int) -> None:
+        self._store = store  # where changes go
+        self._flush_interval_s = flush_interval_s  # longest time a change waits
+        self._flush_max = flush_max  # changes that trigger an early flush
+        self._acks: dict[int, tuple[int, datetime]] = {}  # delivery id -> (device pk, at)
+        self._opens: dict[int, tuple[int, datetime]] = {}  # same, for "opened" receipts
+        self._wake = asyncio.Event()  # set when flush_max is reached or on stop
+        self._task: asyncio.Task[None] | None = None  # the flush loop
+        self._stopping = False
+        self.written = 0  # status changes written since start (for tests and metrics)
+
+    def ack(self, delivery_id: int, device_pk: int) -> None:
+        """Record that ``device_pk`` acked ``delivery_id``; the write checks ownership."""
+        self._acks.setdefault(delivery_id, (device_pk, datetime.now(UTC)))
+        if len(self._acks) >= self._flush_max:
+            self._wake.set()
+
+    def opened(self, delivery_id: int, device_pk: int) -> None:
+        self._opens.setdefault(delivery_id, (device_pk, datetime.now(UTC)))
+        if len(self._opens) >= self._flush_max:
+            self._wake.set()
+
+    def is_acked(self, delivery_id: int) -> bool:
+        """True while an ack for this delivery waits to be written."""
+        return delivery_id in self._acks
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="status-writer")
+
+    async def stop(self) -> None:
+        """Write everything still waiting, then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                # Kept in memory by flush(); the next round tries again.
+                logger.exception("status flush failed; retrying in %.2fs", self._flush_interval_s)
+                await asyncio.sleep(self._flush_interval_s)
+
+    async def flush(self) -> None:
+        """Write what is waiting in one transaction; on failure the changes are kept."""
+        acks, self._acks = self._acks, {}
+        opens, self._opens = self._opens, {}
+        if not acks and not opens:
+            return
+        try:
+            async with self._store.session() as session, session.begin():
+                if acks:
+                    await session.execute(
+                        update(Delivery)
+                        .where(
+                            Delivery.id == bindparam("b_id"),
+                            Delivery.device_pk == bindparam("b_device"),
+                            Delivery.acked_at.is_(None),
+                        )
+                        .values(
+                            status_channel=ACKED.channel.value,
+                            code=ACKED.code,
+                            final=True,
+                            detail=None,
+                            acked_at=bindparam("b_at"),
+                            updated_at=bindparam("b_at"),
+                        )
+                        .execution_options(synchronize_session=False),
+                        [{"b_id": k, "b_device": d, "b_at": at} for k, (d, at) in acks.items()],
+                    )
+                if opens:
+                    await session.execute(
+                        update(Delivery)
+                        .where(
+                            Delivery.id == bindparam("b_id"),
+                            Delivery.device_pk == bindparam("b_device"),
+                            Delivery.opened_at.is_(None),
+                        )
+                        .values(opened_at=bindparam("b_at"))
+                        .execution_options(synchronize_session=False),
+                        [{"b_id": k, "b_device": d, "b_at": at} for k, (d, at) in opens.items()],
+                    )
+        except Exception:
+            for key, value in acks.items():
+                self._acks.setdefault(key, value)
+            for key, value in opens.items():
+                self._opens.setdefault(key, value)
+            raise
+        self.written += len(acks) + len(opens)
+        logger.debug("status flush: %d acks, %d opens", len(acks), len(opens))

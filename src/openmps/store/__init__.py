@@ -1,0 +1,15 @@
+"""The store: SQL tables, the engine, and migrations. The source of truth for every status."""
+
+from openmps.store.db import Store
+from openmps.store.models import (
+    AccessKey,
+    App,
+    Base,
+    Binding,
+    Delivery,
+    Device,
+    Message,
+    Task,
+)
+
+__all__ = ["AccessKey", "App", "Base", "Binding", "Delivery", "Device", "Message", "Store", "Task"]
