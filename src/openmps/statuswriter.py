@@ -14,12 +14,15 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, update
 
 from openmps.statuses import ACKED
 from openmps.store import Delivery, Store
 
 logger = logging.getLogger(__name__)
+
+# Core table, not the ORM class: an executemany UPDATE keyed by our own bind parameters.
+_DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 
 class StatusWriter:
@@ -82,11 +85,11 @@ class StatusWriter:
             async with self._store.session() as session, session.begin():
                 if acks:
                     await session.execute(
-                        update(Delivery)
+                        update(_DELIVERIES)
                         .where(
-                            Delivery.id == bindparam("b_id"),
-                            Delivery.device_pk == bindparam("b_device"),
-                            Delivery.acked_at.is_(None),
+                            _DELIVERIES.c.id == bindparam("b_id"),
+                            _DELIVERIES.c.device_pk == bindparam("b_device"),
+                            _DELIVERIES.c.acked_at.is_(None),
                         )
                         .values(
                             status_channel=ACKED.channel.value,
@@ -95,20 +98,18 @@ class StatusWriter:
                             detail=None,
                             acked_at=bindparam("b_at"),
                             updated_at=bindparam("b_at"),
-                        )
-                        .execution_options(synchronize_session=False),
+                        ),
                         [{"b_id": k, "b_device": d, "b_at": at} for k, (d, at) in acks.items()],
                     )
                 if opens:
                     await session.execute(
-                        update(Delivery)
+                        update(_DELIVERIES)
                         .where(
-                            Delivery.id == bindparam("b_id"),
-                            Delivery.device_pk == bindparam("b_device"),
-                            Delivery.opened_at.is_(None),
+                            _DELIVERIES.c.id == bindparam("b_id"),
+                            _DELIVERIES.c.device_pk == bindparam("b_device"),
+                            _DELIVERIES.c.opened_at.is_(None),
                         )
-                        .values(opened_at=bindparam("b_at"))
-                        .execution_options(synchronize_session=False),
+                        .values(opened_at=bindparam("b_at")),
                         [{"b_id": k, "b_device": d, "b_at": at} for k, (d, at) in opens.items()],
                     )
         except Exception:
