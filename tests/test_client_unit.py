@@ -299,12 +299,11 @@ async def test_revoke_recorded_and_unknown_frames_ignored_without_auto_ack() -> 
         frames_done.set()
         await ws.wait_closed()
 
-    async with fake_gateway(handler) as url:
-        async with DeviceClient(url, CREDS, auto_ack=False) as client:
-            messages = await take(client, 1)
-            assert client.revoked == {"r1"}
-            await client.opened("m1")
-            await asyncio.wait_for(frames_done.wait(), STEP_S)
+    async with fake_gateway(handler) as url, DeviceClient(url, CREDS, auto_ack=False) as client:
+        messages = await take(client, 1)
+        assert client.revoked == {"r1"}
+        await client.opened("m1")
+        await asyncio.wait_for(frames_done.wait(), STEP_S)
 
     assert messages == [expected_message("m1")]
     assert frames == [{"type": "opened", "id": "m1"}]  # no ack came before it
@@ -332,9 +331,9 @@ async def test_logs_never_show_secret_or_full_token(caplog: pytest.LogCaptureFix
 
     assert hellos == 2
     assert caplog.records  # something was logged
-    assert SECRET not in caplog.text
-    assert TOKEN not in caplog.text
-    assert TOKEN[:-4] not in caplog.text
+    for hidden in (SECRET, TOKEN[:-4]):  # websockets abbreviates frames: check every 8 chars
+        fragments = {hidden[i : i + 8] for i in range(len(hidden) - 7)}
+        assert [f for f in fragments if f in caplog.text] == []
 
 
 Seen = list[tuple[str, dict[str, str], bytes]]

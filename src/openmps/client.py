@@ -286,6 +286,11 @@ class _QuietFrameLogger(logging.LoggerAdapter[logging.Logger]):
         return level > logging.DEBUG and self.logger.isEnabledFor(level)
 
 
+def _encode(frame: dict[str, Any]) -> str:
+    """Serialize a frame compactly (the gateway limits device frames to 4096 bytes)."""
+    return json.dumps(frame, separators=(",", ":"))
+
+
 def _chunks(ids: Iterable[str], size: int) -> Iterable[list[str]]:
     """Split ``ids`` into lists of at most ``size``."""
     batch: list[str] = []
@@ -397,7 +402,7 @@ class DeviceClient:
                 ws = await ws_connect(
                     self._url, compression=None, open_timeout=None, logger=self._wire_log
                 )
-                await ws.send(json.dumps(hello))
+                await ws.send(_encode(hello))
                 await self._await_welcome(ws)
         except BaseException as exc:
             if ws is not None:
@@ -575,7 +580,7 @@ class DeviceClient:
         if ws is None:
             raise GatewayUnavailable("not connected to the gateway")
         try:
-            await ws.send(json.dumps(frame))
+            await ws.send(_encode(frame))
         except ConnectionClosed as exc:
             raise GatewayUnavailable("gateway link lost while sending") from exc
 

@@ -1,0 +1,3 @@
+from openmps.cli import main
+
+main()
