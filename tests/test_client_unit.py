@@ -21,6 +21,7 @@ from openmps.client import (
     DeviceClient,
     DeviceCredentials,
     GatewayClosed,
+    GatewayUnavailable,
     PushMessage,
     RegistrationError,
     register,
@@ -254,6 +255,39 @@ async def test_replaced_mid_session_raises_out_of_iterator() -> None:
         assert not client.is_connected
         await asyncio.sleep(0.2)
         assert connections == 1
+
+
+async def test_without_reconnect_a_lost_link_raises_gateway_unavailable() -> None:
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await read_frame(ws)
+        await send_frame(ws, WELCOME)
+        ws.transport.abort()
+
+    async with fake_gateway(handler) as url:
+        client = DeviceClient(url, CREDS, reconnect=False)
+        with pytest.raises(GatewayUnavailable) as info:
+            await take(client, 1)
+        assert info.value.code == 1006
+        await asyncio.sleep(0.2)
+        assert connections == 1
+
+
+async def test_dedupe_window_is_bounded() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await read_frame(ws)
+        await send_frame(ws, WELCOME)
+        for message_id in ("A", "B", "A", "C", "A"):  # the last A is outside a window of 2
+            await send_frame(ws, msg_frame(message_id))
+        await ws.wait_closed()
+
+    async with fake_gateway(handler) as url, DeviceClient(url, CREDS, dedupe_window=2) as client:
+        messages = await take(client, 4)
+
+    assert [m.id for m in messages] == ["A", "B", "C", "A"]
 
 
 async def test_ack_splits_at_256_ids_and_opened_frame() -> None:

@@ -30,6 +30,7 @@ Neither the device secret nor the full delivery token is ever logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -468,14 +469,11 @@ class DeviceClient:
         ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2 ** (self._attempt - 1))
         return random.uniform(0.0, ceiling)
 
-    async def _sleep_unless_closing(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds; return False early if :meth:`close` was called."""
-        try:
+    async def _sleep_unless_closing(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if :meth:`close` is called meanwhile."""
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._closing.wait()
-        except TimeoutError:
-            return True
-        return False
 
     def __aiter__(self) -> AsyncGenerator[PushMessage, None]:
         """Yield each message once, acking and reconnecting as configured.

@@ -3,14 +3,15 @@ dispatch. Also revocation, the per-task status view, and what a device has pendi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from openmps.dispatch import Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
@@ -25,6 +26,7 @@ MAX_EXTENDED_PARAMS = 20  # reference 4.1: 3035 beyond
 MAX_PAYLOAD_BYTES = 4096  # title + content + extras as sent to a device: 3050 beyond
 MAX_ID_CHARS = 128  # a target or msgKey
 REVOKE_WINDOW = timedelta(days=7)  # reference 5.3
+INTAKE_BATCH = 256  # most pushes committed in one transaction
 # DeliveryType values (reference 4.1 note b) and which of them openmps carries today.
 DELIVERY_TYPES = {
     1: "android",
@@ -79,6 +81,13 @@ class StatusRow:
             "final": self.final,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True)
+class _Intake:
+    app_pk: int
+    push: _Validated
+    answer: asyncio.Future[tuple[int, list[Job]]]
 
 
 @dataclass
@@ -183,107 +192,178 @@ class Pushes:
         self._store = store
         self._dispatcher = dispatcher
         self._max_expired_seconds = max_expired_seconds
+        self._intake: asyncio.Queue[_Intake | None] = asyncio.Queue()  # pushes to write
+        self._intake_task: asyncio.Task[None] | None = None  # the group-commit writer
+
+    def start(self) -> None:
+        """Start the intake writer; pushes wait for it (``push_simple`` needs it running)."""
+        self._intake_task = asyncio.create_task(self._intake_loop(), name="push-intake")
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop the intake writer."""
+        if self._intake_task is None:
+            return
+        await self._intake.put(None)
+        await self._intake_task
+        self._intake_task = None
 
     async def push_simple(self, app_pk: int, req: PushRequest) -> int:
-        """Validate, store durably, dispatch; returns the task id. Nothing is stored on error."""
+        """Validate, store durably, dispatch; returns the task id. Nothing is stored on error.
+
+        Concurrent pushes are committed together (group commit): the intake writer takes every
+        push waiting, writes them in one transaction, and only then answers each of them.
+        """
         v = _validate(req, max_expired_seconds=self._max_expired_seconds)
-        now = datetime.now(UTC)
-        expires = now + timedelta(seconds=v.expired_seconds)
-        jobs: list[Job] = []
-        try:
-            async with self._store.session() as session, session.begin():
-                task = Task(
-                    app_pk=app_pk,
-                    kind="simple",
-                    task_name=v.task_name,
-                    delivery_type=v.delivery_type,
-                    created_at=now,
-                    expires_at=expires,
-                )
-                session.add(task)
-                await session.flush()
-                resolved = await self._resolve(session, app_pk, v)
-                for target, msg_key in v.targets.items():
-                    message = Message(
-                        task_pk=task.id,
-                        app_pk=app_pk,
-                        msg_key=msg_key,
-                        target=target,
-                        delivery_type=v.delivery_type,
-                        payload=v.payload,
-                        created_at=now,
-                        expires_at=expires,
-                    )
-                    session.add(message)
-                    await session.flush()
-                    devices, detail = resolved[target]
-                    rows = _delivery_rows(
-                        message.id, devices, detail, v.delivery_type, expires, now
-                    )
-                    ids = (
-                        await session.execute(
-                            insert(Delivery).returning(Delivery.id, Delivery.device_pk), rows
-                        )
-                    ).all()
-                    body = message_body(
-                        v.payload,
-                        msg_key=msg_key,
-                        task_id=task.id,
-                        expires_ms=int(expires.timestamp() * 1000),
-                    )
-                    jobs.extend(
-                        Job(d_id, d_pk, message_frame(d_id, body))
-                        for d_id, d_pk in ids
-                        if d_pk is not None
-                    )
-                task_id = task.id
-        except IntegrityError as exc:
-            raise BusinessError(
-                3028,
-                "INVALID_PARAM",
-                "a msgKey in TargetMsgkey was already used for that target in this app; "
-                "msgKeys must be unique",
-            ) from exc
+        if self._intake_task is None:
+            raise RuntimeError("Pushes.start() was not called")
+        answer: asyncio.Future[tuple[int, list[Job]]] = asyncio.get_running_loop().create_future()
+        await self._intake.put(_Intake(app_pk, v, answer))
+        task_id, jobs = await answer
         logger.info(
-            "push accepted: task=%d targets=%d deliveries=%d", task_id, len(v.targets), len(jobs)
+            "push accepted: task=%d targets=%d online_deliveries=%d",
+            task_id,
+            len(v.targets),
+            len(jobs),
         )
         self._dispatcher.submit(jobs)
         return task_id
 
-    async def _resolve(
-        self, session: Any, app_pk: int, v: _Validated
-    ) -> dict[str, tuple[list[int], str | None]]:
-        """target -> (device pks, why none) for every target of the push."""
-        targets = list(v.targets)
-        out: dict[str, tuple[list[int], str | None]] = {t: ([], None) for t in targets}
-        if v.delivery_type == 3:
-            rows = (
-                await session.execute(
-                    select(Binding.user_id, Binding.device_pk)
-                    .where(Binding.app_pk == app_pk, Binding.user_id.in_(targets))
-                    .order_by(Binding.id)
-                )
-            ).all()
-            for user_id, device_pk in rows:
-                out[user_id][0].append(device_pk)
-            return out
-        rows = (
+    async def _intake_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = await self._intake.get()
+            batch: list[_Intake] = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= INTAKE_BATCH or self._intake.empty():
+                    break
+                item = self._intake.get_nowait()
+            stopping = item is None
+            if not batch:
+                continue
+            try:
+                results = await self._write(batch)
+            except Exception as exc:  # the whole transaction failed: nothing of it was stored
+                logger.exception("push intake write failed for %d pushes", len(batch))
+                for entry in batch:
+                    if not entry.answer.done():
+                        entry.answer.set_exception(exc)
+                continue
+            for entry, result in zip(batch, results, strict=True):
+                if entry.answer.done():  # the caller went away; the push is stored anyway
+                    continue
+                if isinstance(result, BaseException):
+                    entry.answer.set_exception(result)
+                else:
+                    entry.answer.set_result(result)
+
+    async def _write(self, batch: list[_Intake]) -> list[tuple[int, list[Job]] | BusinessError]:
+        """Store a batch of pushes in one transaction, with a handful of statements whatever
+        its size; a refused push (msgKey already used) is skipped, not stored."""
+        now = datetime.now(UTC)
+        out: list[tuple[int, list[Job]] | BusinessError | None] = []
+        async with self._store.session() as session, session.begin():
+            taken = await _used_keys(session, batch)
+            accepted: list[_Intake] = []
+            for entry in batch:
+                keys = {(entry.app_pk, key, target) for target, key in entry.push.targets.items()}
+                if keys & taken:
+                    out.append(
+                        BusinessError(
+                            3028,
+                            "INVALID_PARAM",
+                            "a msgKey in TargetMsgkey was already used for that target in this "
+                            "app; msgKeys must be unique",
+                        )
+                    )
+                    continue
+                taken |= keys
+                accepted.append(entry)
+                out.append(None)
+            written = iter(await self._write_accepted(session, accepted, now) if accepted else [])
+        return [next(written) if result is None else result for result in out]
+
+    async def _write_accepted(
+        self, session: Any, batch: list[_Intake], now: datetime
+    ) -> list[tuple[int, list[Job]]]:
+        expiries = [now + timedelta(seconds=e.push.expired_seconds) for e in batch]
+        # RETURNING rows come back in no promised order, and asking SQLAlchemy to sort them
+        # makes it insert row by row; so each insert returns a unique key to match rows by.
+        request_ids = [uuid.uuid4().hex for _ in batch]
+        task_rows = (
             await session.execute(
-                select(Device.delivery_token, Device.id, Device.platform).where(
-                    Device.app_pk == app_pk, Device.delivery_token.in_(targets)
-                )
+                insert(Task).returning(Task.request_id, Task.id),
+                [
+                    {
+                        "request_id": rid,
+                        "app_pk": e.app_pk,
+                        "kind": "simple",
+                        "task_name": e.push.task_name,
+                        "delivery_type": e.push.delivery_type,
+                        "created_at": now,
+                        "expires_at": expires,
+                    }
+                    for rid, e, expires in zip(request_ids, batch, expiries, strict=True)
+                ],
             )
         ).all()
-        wanted = SUPPORTED_DELIVERY_TYPES[v.delivery_type]
-        found = {token: (pk, platform) for token, pk, platform in rows}
-        for target in targets:
-            if target not in found:
-                out[target] = ([], "unknown_device")
-            elif found[target][1] != wanted:
-                out[target] = ([], f"platform_mismatch: device is {found[target][1]}")
-            else:
-                out[target] = ([found[target][0]], None)
-        return out
+        by_request = dict(task_rows)
+        task_ids = [by_request[rid] for rid in request_ids]
+        # One message row per (push, target).
+        plan = [(i, target) for i, e in enumerate(batch) for target in e.push.targets]
+        message_rows = (
+            await session.execute(
+                insert(Message).returning(
+                    Message.app_pk, Message.msg_key, Message.target, Message.id
+                ),
+                [
+                    {
+                        "task_pk": task_ids[i],
+                        "app_pk": batch[i].app_pk,
+                        "msg_key": batch[i].push.targets[target],
+                        "target": target,
+                        "delivery_type": batch[i].push.delivery_type,
+                        "payload": batch[i].push.payload,
+                        "created_at": now,
+                        "expires_at": expiries[i],
+                    }
+                    for i, target in plan
+                ],
+            )
+        ).all()
+        message_ids = {(a, k, t): m_id for a, k, t, m_id in message_rows}
+        resolved = await _resolve(session, batch)
+        rows: list[dict[str, Any]] = []
+        owner_of: dict[int, tuple[int, str]] = {}  # message pk -> (push index, target)
+        for i, target in plan:
+            push = batch[i].push
+            message_pk = message_ids[(batch[i].app_pk, push.targets[target], target)]
+            owner_of[message_pk] = (i, target)
+            devices, detail = resolved[(batch[i].app_pk, push.delivery_type, target)]
+            rows.extend(
+                _delivery_rows(message_pk, devices, detail, push.delivery_type, expiries[i], now)
+            )
+        delivered = (
+            await session.execute(
+                insert(Delivery).returning(Delivery.id, Delivery.message_pk, Delivery.device_pk),
+                rows,
+            )
+        ).all()
+        bodies = {
+            (i, target): message_body(
+                batch[i].push.payload,
+                msg_key=batch[i].push.targets[target],
+                task_id=task_ids[i],
+                expires_ms=int(expiries[i].timestamp() * 1000),
+            )
+            for i, target in plan
+        }
+        results: list[tuple[int, list[Job]]] = [(task_id, []) for task_id in task_ids]
+        for d_id, message_pk, d_pk in sorted(delivered):
+            if d_pk is not None:
+                owner = owner_of[message_pk]
+                results[owner[0]][1].append(Job(d_id, d_pk, message_frame(d_id, bodies[owner])))
+        return results
 
     async def revoke_message(self, app_pk: int, msg_key: str, target: str) -> int:
         """Revoke one message; returns how many pending deliveries it stopped."""
@@ -418,6 +498,67 @@ class Pushes:
         if count:
             logger.info("deliveries expired: %d", count)
         return count
+
+
+async def _used_keys(session: Any, batch: list[_Intake]) -> set[tuple[int, str, str]]:
+    """(app, msgKey, target) triples of the batch that are already stored."""
+    apps = {e.app_pk for e in batch}
+    keys = {key for e in batch for key in e.push.targets.values()}
+    rows = (
+        await session.execute(
+            select(Message.app_pk, Message.msg_key, Message.target).where(
+                Message.app_pk.in_(apps), Message.msg_key.in_(keys)
+            )
+        )
+    ).all()
+    return {(app_pk, key, target) for app_pk, key, target in rows}
+
+
+Resolved = dict[tuple[int, int, str], tuple[list[int], str | None]]
+
+
+async def _resolve(session: Any, batch: list[_Intake]) -> Resolved:
+    """(app, delivery type, target) -> (device pks, why none), for every target of the batch.
+
+    One query per (app, delivery type) in the batch: user ids through bindings, device
+    tokens through the device table (a token of another app or platform reaches nothing).
+    """
+    groups: dict[tuple[int, int], set[str]] = {}
+    for e in batch:
+        groups.setdefault((e.app_pk, e.push.delivery_type), set()).update(e.push.targets)
+    out: Resolved = {}
+    for (app_pk, delivery_type), targets in groups.items():
+        if delivery_type == 3:
+            for target in targets:
+                out[(app_pk, 3, target)] = ([], None)
+            rows = (
+                await session.execute(
+                    select(Binding.user_id, Binding.device_pk)
+                    .where(Binding.app_pk == app_pk, Binding.user_id.in_(targets))
+                    .order_by(Binding.id)
+                )
+            ).all()
+            for user_id, device_pk in rows:
+                out[(app_pk, 3, user_id)][0].append(device_pk)
+            continue
+        rows = (
+            await session.execute(
+                select(Device.delivery_token, Device.id, Device.platform).where(
+                    Device.app_pk == app_pk, Device.delivery_token.in_(targets)
+                )
+            )
+        ).all()
+        found = {token: (pk, platform) for token, pk, platform in rows}
+        wanted = SUPPORTED_DELIVERY_TYPES[delivery_type]
+        for target in targets:
+            key = (app_pk, delivery_type, target)
+            if target not in found:
+                out[key] = ([], "unknown_device")
+            elif found[target][1] != wanted:
+                out[key] = ([], f"platform_mismatch: device is {found[target][1]}")
+            else:
+                out[key] = ([found[target][0]], None)
+    return out
 
 
 def _delivery_rows(

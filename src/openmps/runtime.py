@@ -76,6 +76,7 @@ class Runtime:
         # every other pending delivery goes out when its device connects (pending on hello).
         await self.pushes.expire()
         self.writer.start()
+        self.pushes.start()
         self.spawn(self._sweep(), "expiry-sweeper")
         self.gateway_port = await self.gateway.start(
             self.settings.gateway_host, self.settings.gateway_port
@@ -84,6 +85,7 @@ class Runtime:
     async def stop(self) -> None:
         # Stop taking device traffic, then write what the devices told us, then close.
         await self.gateway.stop()
+        await self.pushes.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

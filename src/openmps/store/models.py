@@ -116,6 +116,8 @@ class Task(Base):
     __tablename__ = "tasks"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
+    # Our own unique id for the request that made the task (matches rows of a batch insert).
+    request_id: Mapped[str] = mapped_column(String(32), unique=True)
     app_pk: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     task_name: Mapped[str | None] = mapped_column(String(256))

@@ -63,6 +63,7 @@ def upgrade() -> None:
     op.create_table(
         "tasks",
         sa.Column("id", Id, primary_key=True),
+        sa.Column("request_id", sa.String(32), nullable=False, unique=True),
         sa.Column("app_pk", Id, sa.ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("task_name", sa.String(256)),
