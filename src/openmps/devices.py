@@ -262,9 +262,3 @@ class Devices:
             user_id=user_id,
             manufacturer=(device.report or {}).get("Model"),
         )
-
-    async def touch(self, device_pk: int) -> None:
-        async with self._store.session() as session, session.begin():
-            await session.execute(
-                update(Device).where(Device.id == device_pk).values(last_seen_at=datetime.now(UTC))
-            )

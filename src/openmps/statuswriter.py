@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from sqlalchemy import Table, bindparam, update
 
 from openmps.statuses import ACKED
-from openmps.store import Delivery, Store
+from openmps.store import Delivery, Device, Store
 
 logger = logging.getLogger(__name__)
 
 # Core table, not the ORM class: an executemany UPDATE keyed by our own bind parameters.
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
 
 
 class StatusWriter:
@@ -30,8 +31,11 @@ class StatusWriter:
         self._store = store  # where changes go
         self._flush_interval_s = flush_interval_s  # longest time a change waits
         self._flush_max = flush_max  # changes that trigger an early flush
-        self._acks: dict[int, tuple[int, datetime]] = {}  # delivery id -> (device pk, at)
-        self._opens: dict[int, tuple[int, datetime]] = {}  # same, for "opened" receipts
+        # (delivery id, device pk) -> when. Keyed by both: an ack naming another device's
+        # delivery must not displace that device's own ack waiting in the same batch.
+        self._acks: dict[tuple[int, int], datetime] = {}
+        self._opens: dict[tuple[int, int], datetime] = {}  # same, for "opened" receipts
+        self._seen: dict[int, datetime] = {}  # device pk -> when it last connected
         self._wake = asyncio.Event()  # set when flush_max is reached or on stop
         self._task: asyncio.Task[None] | None = None  # the flush loop
         self._stopping = False
@@ -39,18 +43,22 @@ class StatusWriter:
 
     def ack(self, delivery_id: int, device_pk: int) -> None:
         """Record that ``device_pk`` acked ``delivery_id``; the write checks ownership."""
-        self._acks.setdefault(delivery_id, (device_pk, datetime.now(UTC)))
+        self._acks.setdefault((delivery_id, device_pk), datetime.now(UTC))
         if len(self._acks) >= self._flush_max:
             self._wake.set()
 
     def opened(self, delivery_id: int, device_pk: int) -> None:
-        self._opens.setdefault(delivery_id, (device_pk, datetime.now(UTC)))
+        self._opens.setdefault((delivery_id, device_pk), datetime.now(UTC))
         if len(self._opens) >= self._flush_max:
             self._wake.set()
 
-    def is_acked(self, delivery_id: int) -> bool:
-        """True while an ack for this delivery waits to be written."""
-        return delivery_id in self._acks
+    def seen(self, device_pk: int) -> None:
+        """Record that the device connected now (its ``last_seen_at``)."""
+        self._seen[device_pk] = datetime.now(UTC)
+
+    def is_acked(self, delivery_id: int, device_pk: int) -> bool:
+        """True while ``device_pk``'s ack for this delivery waits to be written."""
+        return (delivery_id, device_pk) in self._acks
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="status-writer")
@@ -79,7 +87,8 @@ class StatusWriter:
         """Write what is waiting in one transaction; on failure the changes are kept."""
         acks, self._acks = self._acks, {}
         opens, self._opens = self._opens, {}
-        if not acks and not opens:
+        seen, self._seen = self._seen, {}
+        if not acks and not opens and not seen:
             return
         try:
             async with self._store.session() as session, session.begin():
@@ -99,7 +108,7 @@ class StatusWriter:
                             acked_at=bindparam("b_at"),
                             updated_at=bindparam("b_at"),
                         ),
-                        [{"b_id": k, "b_device": d, "b_at": at} for k, (d, at) in acks.items()],
+                        [{"b_id": k, "b_device": d, "b_at": at} for (k, d), at in acks.items()],
                     )
                 if opens:
                     await session.execute(
@@ -110,9 +119,18 @@ class StatusWriter:
                             _DELIVERIES.c.opened_at.is_(None),
                         )
                         .values(opened_at=bindparam("b_at")),
-                        [{"b_id": k, "b_device": d, "b_at": at} for k, (d, at) in opens.items()],
+                        [{"b_id": k, "b_device": d, "b_at": at} for (k, d), at in opens.items()],
+                    )
+                if seen:
+                    await session.execute(
+                        update(_DEVICES)
+                        .where(_DEVICES.c.id == bindparam("b_id"))
+                        .values(last_seen_at=bindparam("b_at")),
+                        [{"b_id": k, "b_at": at} for k, at in seen.items()],
                     )
         except Exception:
+            for device_pk, at in seen.items():
+                self._seen.setdefault(device_pk, at)
             for key, value in acks.items():
                 self._acks.setdefault(key, value)
             for key, value in opens.items():

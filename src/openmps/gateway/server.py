@@ -130,13 +130,13 @@ class Gateway:
             pending = [
                 j
                 for j in await self._pushes.pending(device_pk)
-                if not self._writer.is_acked(j.delivery_id)
+                if not self._writer.is_acked(j.delivery_id, device_pk)
             ]
             for job in pending:
                 await ws.send(job.frame)
             await link.go_live(j.delivery_id for j in pending)
             logger.info("device connected: device=%d pending=%d", device_pk, len(pending))
-            self._spawn(self._devices.touch(device_pk))
+            self._writer.seen(device_pk)
             bucket = TokenBucket(self._rate_per_s, self._rate_burst)
             async for raw in ws:
                 received += 1
