@@ -96,6 +96,8 @@ class Gateway:
             max_size=self._max_frame_bytes,
             ping_interval=self._heartbeat_interval_s,
             ping_timeout=self._heartbeat_timeout_s,
+            # A dead peer never answers the closing handshake either: do not wait long for it.
+            close_timeout=self._heartbeat_timeout_s,
             max_queue=4,
             write_limit=16 * 1024,
         )
