@@ -167,7 +167,7 @@ async def _drive_openmps(
     await asyncio.sleep(3)
     per_conn = (rss_kib(pid) - idle_before) * 1024 / n
 
-    print(f"openmps: pushing to {n} users ({n // 10} PushSimple calls of 10)")
+    print(f"openmps: pushing to {n} users ({n // 10} PushSimple calls of 10)", flush=True)
     batches = [list(range(i, min(i + 10, n))) for i in range(0, n, 10)]
     started = time.perf_counter()
 

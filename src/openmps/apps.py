@@ -69,7 +69,7 @@ async def create_app(
     now = datetime.now(UTC)
     app = App(app_id=app_id or new_app_id(), workspace_id=workspace_id, name=name, created_at=now)
     key = AccessKey(key_id="LTAI" + _random(_ALNUM, 20), secret=_random(_ALNUM, 30), created_at=now)
-    async with store.session() as session, session.begin():
+    async with store.write() as session:
         session.add(app)
         await session.flush()
         key.app_pk = app.id

@@ -64,7 +64,7 @@ class Devices:
             )
         token = secrets.token_urlsafe(32)
         device_secret = secrets.token_urlsafe(32)
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             session.add(
                 Device(
                     app_pk=app_pk,
@@ -115,7 +115,7 @@ class Devices:
         extra: dict[str, Any],
     ) -> None:
         device = await self._device(app_pk, token)
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             await session.execute(
                 update(Device)
                 .where(Device.id == device.id)
@@ -141,7 +141,7 @@ class Devices:
             raise BusinessError(3028, "INVALID_PARAM", "UserId is longer than 128 characters")
         device = await self._device(app_pk, token)
         now = datetime.now(UTC)
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             values = {
                 "app_pk": app_pk,
                 "user_id": user_id,
@@ -219,7 +219,7 @@ class Devices:
         if not user_id.strip():
             raise BusinessError(3012, "NEED_USERID", "UserId is required")
         device = await self._device(app_pk, token)
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             result = await session.execute(
                 delete(Binding).where(Binding.device_pk == device.id, Binding.user_id == user_id)
             )

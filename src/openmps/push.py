@@ -262,7 +262,7 @@ class Pushes:
         its size; a refused push (msgKey already used) is skipped, not stored."""
         now = datetime.now(UTC)
         out: list[tuple[int, list[Job]] | BusinessError | None] = []
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             taken = await _used_keys(session, batch)
             accepted: list[_Intake] = []
             for entry in batch:
@@ -372,7 +372,7 @@ class Pushes:
         if not target.strip():
             raise BusinessError(3021, "TOKEN_OR_USERID_NULL", "TargetId is required")
         now = datetime.now(UTC)
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             message = await session.scalar(
                 select(Message).where(
                     Message.app_pk == app_pk, Message.msg_key == msg_key, Message.target == target
@@ -488,7 +488,7 @@ class Pushes:
     async def expire(self) -> int:
         """Make every delivery whose message ran out of validity final; returns how many."""
         now = datetime.now(UTC)
-        async with self._store.session() as session, session.begin():
+        async with self._store.write() as session:
             result = await session.execute(
                 update(Delivery)
                 .where(Delivery.final.is_(False), Delivery.expires_at <= now)

@@ -91,7 +91,7 @@ class StatusWriter:
         if not acks and not opens and not seen:
             return
         try:
-            async with self._store.session() as session, session.begin():
+            async with self._store.write() as session:
                 if acks:
                     await session.execute(
                         update(_DELIVERIES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Writers of this process queue here rather than on
+        # the file lock, whose busy handler sleeps in steps of up to 100 ms.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -80,6 +84,16 @@ class Store:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session inside a write transaction, committed on exit (rolled back on error)."""
+        if self._write_lock is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self.sessions() as session, session.begin():
             yield session
 
     async def close(self) -> None:
