@@ -47,17 +47,35 @@ async def broadcast(control: ServerConnection) -> None:
     started = time.perf_counter()
     sent_ms = int(time.time() * 1000)
     for number, ws in enumerate(list(devices)):
-        frame = {"type": "msg", "id": str(number + 1), "msg_key": f"k{number}", "task_id": "1",
-                 "title": "bench", "content": "hello", "extras": {"t": str(sent_ms)},
-                 "silent": False, "push_action": 0, "uri": None, "expires_at": 0}
+        frame = {
+            "type": "msg",
+            "id": str(number + 1),
+            "msg_key": f"k{number}",
+            "task_id": "1",
+            "title": "bench",
+            "content": "hello",
+            "extras": {"t": str(sent_ms)},
+            "silent": False,
+            "push_action": 0,
+            "uri": None,
+            "expires_at": 0,
+        }
         await ws.send(json.dumps(frame))
     await all_acked.wait()
     await control.send(json.dumps({"type": "done", "seconds": time.perf_counter() - started}))
 
 
 async def main(port: int) -> None:
-    async with serve(session, "127.0.0.1", port, compression=None, max_queue=4,
-                     write_limit=16 * 1024, ping_interval=20, ping_timeout=20):
+    async with serve(
+        session,
+        "127.0.0.1",
+        port,
+        compression=None,
+        max_queue=4,
+        write_limit=16 * 1024,
+        ping_interval=20,
+        ping_timeout=20,
+    ):
         print("ready", flush=True)
         await asyncio.Future()
 

@@ -116,9 +116,21 @@ async def run_openmps(n: int, work: Path) -> dict[str, float]:
     port, gw_port = free_port(), free_port()
     data = work / "data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "openmps", "serve", "--port", str(port), "--gateway-port",
-         str(gw_port), "--data-dir", str(data)],
-        stdout=subprocess.PIPE, stderr=open(work / "server.log", "w"), text=True,  # noqa: SIM115
+        [
+            sys.executable,
+            "-m",
+            "openmps",
+            "serve",
+            "--port",
+            str(port),
+            "--gateway-port",
+            str(gw_port),
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=open(work / "server.log", "w"),  # noqa: SIM115
+        text=True,
     )
     assert proc.stdout is not None
     banner: dict[str, str] = {}
@@ -140,23 +152,36 @@ async def _drive_openmps(
 ) -> dict[str, float]:
     api = f"http://127.0.0.1:{port}"
     app_id, workspace = banner["AppId"], banner["WorkspaceId"]
-    sdk = Client(Config(endpoint=f"127.0.0.1:{port}", protocol="HTTP",
-                        access_key_id=banner["AccessKeyId"],
-                        access_key_secret=banner["AccessKeySecret"], read_timeout=60000))
+    sdk = Client(
+        Config(
+            endpoint=f"127.0.0.1:{port}",
+            protocol="HTTP",
+            access_key_id=banner["AccessKeyId"],
+            access_key_secret=banner["AccessKeySecret"],
+            read_timeout=60000,
+        )
+    )
     print(f"openmps: registering and binding {n} devices")
     async with httpx.AsyncClient(base_url=api, timeout=60) as http:
 
         async def register(i: int) -> DeviceCredentials:
-            body = (await http.post("/v1/devices", json={"app_id": app_id,
-                                                         "workspace_id": workspace})).json()
+            body = (
+                await http.post("/v1/devices", json={"app_id": app_id, "workspace_id": workspace})
+            ).json()
             return DeviceCredentials(body["delivery_token"], body["device_secret"], "android")
 
         creds = await bounded(list(range(n)), register, limit=32, label="registered")
 
     async def bind(i: int) -> None:
-        response = await sdk.push_bind_async(models.PushBindRequest(
-            app_id=app_id, workspace_id=workspace, delivery_token=creds[i].delivery_token,
-            os_type=1, user_id=f"user-{i}"))
+        response = await sdk.push_bind_async(
+            models.PushBindRequest(
+                app_id=app_id,
+                workspace_id=workspace,
+                delivery_token=creds[i].delivery_token,
+                os_type=1,
+                user_id=f"user-{i}",
+            )
+        )
         assert response.body.result_code == "OK", response.body.to_map()
 
     await bounded(list(range(n)), bind, limit=32, label="bound")
@@ -172,11 +197,18 @@ async def _drive_openmps(
     started = time.perf_counter()
 
     async def push(batch: list[int]) -> None:
-        response = await sdk.push_simple_async(models.PushSimpleRequest(
-            app_id=app_id, workspace_id=workspace, delivery_type=3, expired_seconds=600,
-            title="bench", content="hello",
-            extended_params=json.dumps({"t": str(int(time.time() * 1000))}),
-            target_msgkey=json.dumps({f"user-{i}": f"k{i}" for i in batch})))
+        response = await sdk.push_simple_async(
+            models.PushSimpleRequest(
+                app_id=app_id,
+                workspace_id=workspace,
+                delivery_type=3,
+                expired_seconds=600,
+                title="bench",
+                content="hello",
+                extended_params=json.dumps({"t": str(int(time.time() * 1000))}),
+                target_msgkey=json.dumps({f"user-{i}": f"k{i}" for i in batch}),
+            )
+        )
         assert response.body.result_code == "OK", response.body.to_map()
 
     await bounded(batches, push, limit=PUSH_CONCURRENCY, label="pushed (calls)")
@@ -190,17 +222,25 @@ async def _drive_openmps(
     elapsed = time.perf_counter() - started
     db.close()
     await fleet.close()
-    return {"rate": n / elapsed, "seconds": elapsed, "accept_s": accepted,
-            "p50": pct(fleet.latencies_ms, 50), "p99": pct(fleet.latencies_ms, 99),
-            "rss_per_conn": per_conn}
+    return {
+        "rate": n / elapsed,
+        "seconds": elapsed,
+        "accept_s": accepted,
+        "p50": pct(fleet.latencies_ms, 50),
+        "p99": pct(fleet.latencies_ms, 99),
+        "rss_per_conn": per_conn,
+    }
 
 
 async def run_bare(n: int) -> dict[str, float]:
     from websockets.asyncio.client import connect
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_bare_ws_server.py")),
-                             str(port)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_bare_ws_server.py")), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     try:
@@ -217,8 +257,13 @@ async def run_bare(n: int) -> dict[str, float]:
         await asyncio.wait_for(fleet.everyone.wait(), 60)
         await fleet.close()
         seconds = float(done["seconds"])
-        return {"rate": n / seconds, "seconds": seconds, "p50": pct(fleet.latencies_ms, 50),
-                "p99": pct(fleet.latencies_ms, 99), "rss_per_conn": per_conn}
+        return {
+            "rate": n / seconds,
+            "seconds": seconds,
+            "p50": pct(fleet.latencies_ms, 50),
+            "p99": pct(fleet.latencies_ms, 99),
+            "rss_per_conn": per_conn,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -230,26 +275,32 @@ def write_results(n: int, ours: dict[str, float], bare: dict[str, float], comman
 ## Own channel fan-out (`bench/own_channel.py`)
 
 Command: `{command}` — {n} devices, one gateway process, one simulator process, on
-{platform.machine()} with {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}.
+{platform.machine()} with {os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}.
 
 | | openmps (MPS API -> store -> gateway -> ack -> store) | bare websockets broadcast |
 |---|---|---|
-| acked deliveries per second | {ours['rate']:,.0f} | {bare['rate']:,.0f} |
-| time until every status is 2 | {ours['seconds']:.2f} s | {bare['seconds']:.2f} s |
-| push-to-device latency p50 | {ours['p50']:,.0f} ms | {bare['p50']:,.0f} ms |
-| push-to-device latency p99 | {ours['p99']:,.0f} ms | {bare['p99']:,.0f} ms |
-| RSS per idle connection | {ours['rss_per_conn'] / 1024:.1f} KiB | {bare['rss_per_conn'] / 1024:.1f} KiB |
+| acked deliveries per second | {ours["rate"]:,.0f} | {bare["rate"]:,.0f} |
+| time until every status is 2 | {ours["seconds"]:.2f} s | {bare["seconds"]:.2f} s |
+| push-to-device latency p50 | {ours["p50"]:,.0f} ms | {bare["p50"]:,.0f} ms |
+| push-to-device latency p99 | {ours["p99"]:,.0f} ms | {bare["p99"]:,.0f} ms |
+| RSS per idle connection | {ours["rss_per_conn"] / 1024:.1f} KiB | {
+        bare["rss_per_conn"] / 1024:.1f} KiB |
 
 Ratio of acked rates, openmps / bare: **{ratio:.0%}** (goal: >= 70 %). Goal per idle
 connection: <= 8 KB. The openmps figure includes {n // 10} signed PushSimple calls
-(10 users each, {ours['accept_s']:.2f} s to accept them all), user -> device resolution, the
+(10 users each, {ours["accept_s"]:.2f} s to accept them all), user -> device resolution, the
 durable commit of every delivery before the API answers, and the batched ack writes; the bare
 server only sends one frame per open socket and counts acks in memory.
 <!-- own_channel:end -->"""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section is rewritten by its script.\n"
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section is "
+        "rewritten by its script.\n"
+    )
     start, end = "<!-- own_channel:start -->", "<!-- own_channel:end -->"
     if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     RESULTS.write_text(text)
@@ -270,7 +321,8 @@ async def main() -> None:
     print("bare:   ", {k: round(v, 2) for k, v in bare.items()})
     if not args.no_write:
         command = "python bench/own_channel.py" + (
-            f" --devices {args.devices}" if args.devices != 10_000 else "")
+            f" --devices {args.devices}" if args.devices != 10_000 else ""
+        )
         print(write_results(args.devices, ours, bare, command), "->", RESULTS)
 
 

@@ -60,8 +60,18 @@ class Server:
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "openmps", "serve", "--port", str(self.port),
-             "--gateway-port", str(self.gateway_port), "--data-dir", str(self.data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "openmps",
+                "serve",
+                "--port",
+                str(self.port),
+                "--gateway-port",
+                str(self.gateway_port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
             stdout=subprocess.PIPE,
             stderr=open(self.data_dir.parent / "server.log", "a"),  # noqa: SIM115
             text=True,
@@ -143,7 +153,9 @@ class Tenant:
 
     async def register(self, platform: str = "android") -> DeviceCredentials:
         return await register(
-            self.server.api_url, app_id=self.app_id, workspace_id=self.workspace_id,
+            self.server.api_url,
+            app_id=self.app_id,
+            workspace_id=self.workspace_id,
             platform=platform,
         )
 

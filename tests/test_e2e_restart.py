@@ -1,5 +1,6 @@
 """Durability across restarts: an accepted push survives SIGKILL, and acks that were only in the
-status writer's memory are written when the server stops gracefully (SIGTERM).
+status writer's memory are written when the server stops gracefully (SIGTERM). Also acks that
+wait in the writer's memory: a forged one must not mask or hide the owner's delivery.
 
 This module restarts its server (same data dir and ports) and changes its settings between
 starts; every test leaves it running with the default settings.
@@ -10,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import Server, Tenant
+from tests.conftest import Server, Tenant, eventually
 from tests.test_e2e_lifecycle import (
     next_message,
     ping_pong,
@@ -28,23 +29,26 @@ from tests.test_e2e_lifecycle import (
 )
 from tests.test_e2e_push import task_rows
 
-# Acks are then written only when the server stops (or 2000 wait): nothing flushes by time.
+# The status writer then writes only when flush_max acks wait or the server stops.
 NO_TIMED_FLUSH = {"OPENMPS_STATUS_FLUSH_INTERVAL_S": "3600"}
 
 
-@contextmanager
-def settings(server: Server, env: dict[str, str]) -> Iterator[None]:
-    """Restart the server with ``env``; on the way out make sure it runs with the defaults."""
-    server.stop()
+@asynccontextmanager
+async def settings(server: Server, env: dict[str, str]) -> AsyncIterator[None]:
+    """Restart the server with ``env``; on the way out make sure it runs with the defaults.
+
+    Stops and starts run off the event loop, so sockets of this test can still answer.
+    """
+    await asyncio.to_thread(server.stop)
     server.env = env
     try:
-        server.start()
+        await asyncio.to_thread(server.start)
         yield
     finally:
         server.env = {}
         if server.process is not None:
-            server.stop()
-        server.start()
+            await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
 
 
 async def stop_gracefully(server: Server) -> int:
@@ -83,7 +87,7 @@ async def test_offline_push_survives_sigkill(server: Server, tenant: Tenant) -> 
 async def test_ack_written_on_graceful_stop(server: Server, tenant: Tenant) -> None:
     creds = await tenant.register("android")
     token = creds.delivery_token
-    with settings(server, NO_TIMED_FLUSH):
+    async with settings(server, NO_TIMED_FLUSH):
         ws = await raw_session(tenant, creds)
         task_id = await push(tenant, {token: "k-flush"}, delivery_type=1)
         frame = await recv_frame(ws)
@@ -94,9 +98,9 @@ async def test_ack_written_on_graceful_stop(server: Server, tenant: Tenant) -> N
             row(token, "k-flush", token, 0, "DeviceNotOnlineOrNoResponse", final=False)
         ]
 
-        assert await stop_gracefully(server) == 0
+        await stop_gracefully(server)
         _, code, _ = await until_closed(ws)
-        assert code == 1001
+        assert code == 1001  # the gateway closed the link: it went through Runtime.stop()
 
     assert await task_rows(tenant, task_id) == [
         row(token, "k-flush", token, 2, "Acked", final=True)
@@ -104,41 +108,51 @@ async def test_ack_written_on_graceful_stop(server: Server, tenant: Tenant) -> N
 
 
 async def test_foreign_ack_does_not_mask_the_owners_ack(server: Server, tenant: Tenant) -> None:
-    """Another device acks the victim's delivery id, then the victim acks it in the same flush
-    window: the victim's ack must still be written (acks are keyed by delivery and device)."""
+    """Another device acks the victim's delivery id, then the victim acks it before the batch
+    is written: the victim's ack must still be written."""
     victim, other = await tenant.register("android"), await tenant.register("android")
-    token = victim.delivery_token
-    with settings(server, NO_TIMED_FLUSH):
+    v_token, o_token = victim.delivery_token, other.delivery_token
+    # A batch is written when it holds 2 acks, and only then.
+    async with settings(server, {**NO_TIMED_FLUSH, "OPENMPS_STATUS_FLUSH_MAX": "2"}):
         v_ws = await raw_session(tenant, victim)
         o_ws = await raw_session(tenant, other)
-        task_id = await push(tenant, {token: "k-masked"}, delivery_type=1)
-        frame = await recv_frame(v_ws)
-        await ack(o_ws, frame["id"])  # forged
-        await ack(v_ws, frame["id"])  # genuine
-        assert await stop_gracefully(server) == 0
-        for ws in (v_ws, o_ws):
-            await until_closed(ws)
+        try:
+            v_task = await push(tenant, {v_token: "k-victim"}, delivery_type=1)
+            o_task = await push(tenant, {o_token: "k-other"}, delivery_type=1)
+            v_id, o_id = (await recv_frame(v_ws))["id"], (await recv_frame(o_ws))["id"]
+            await ack(o_ws, v_id)  # forged
+            await ack(v_ws, v_id)  # genuine: with the forged one, a batch of 2
+            await ack(o_ws, o_id)  # would complete a batch if the genuine ack had been lost
 
-    assert await task_rows(tenant, task_id) == [
-        row(token, "k-masked", token, 2, "Acked", final=True)
-    ]
+            async def some_batch_written() -> bool:
+                rows = await task_rows(tenant, v_task) + await task_rows(tenant, o_task)
+                return any(r["status_code"] == 2 for r in rows)
+
+            await eventually(some_batch_written)
+            assert await task_rows(tenant, v_task) == [
+                row(v_token, "k-victim", v_token, 2, "Acked", final=True)
+            ]
+        finally:
+            await v_ws.close()
+            await o_ws.close()
 
 
 async def test_foreign_ack_does_not_hide_a_pending_message(server: Server, tenant: Tenant) -> None:
     """A forged ack waiting in the writer must not make the gateway skip the owner's pending
     message when the owner reconnects."""
     victim, other = await tenant.register("android"), await tenant.register("android")
-    with settings(server, NO_TIMED_FLUSH):
-        task_id = await push(tenant, {victim.delivery_token: "k-hidden"}, delivery_type=1)
+    token = victim.delivery_token
+    async with settings(server, NO_TIMED_FLUSH):
+        task_id = await push(tenant, {token: "k-hidden"}, delivery_type=1)
         v_ws = await raw_session(tenant, victim)
         frame = await recv_frame(v_ws)  # received, not acked
         await v_ws.close()
         o_ws = await raw_session(tenant, other)
-        await ack(o_ws, frame["id"])  # forged
+        await ack(o_ws, frame["id"])  # forged, waits in the writer
 
         v_ws = await raw_session(tenant, victim)
         try:
-            again = await recv_frame(v_ws)
+            again = await recv_frame(v_ws, timeout_s=2.0)  # pending frames follow welcome
             assert (again["type"], again["id"], again["msg_key"]) == (
                 "msg",
                 frame["id"],
@@ -147,7 +161,6 @@ async def test_foreign_ack_does_not_hide_a_pending_message(server: Server, tenan
         finally:
             await v_ws.close()
             await o_ws.close()
-    token = victim.delivery_token
     assert await task_rows(tenant, task_id) == [
         row(token, "k-hidden", token, 0, "DeviceNotOnlineOrNoResponse", final=False)
     ]

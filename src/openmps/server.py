@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Generator
 
 import uvicorn
 
@@ -13,6 +16,30 @@ from openmps.settings import Settings
 from openmps.web import build_app
 
 logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that SIGINT and SIGTERM only ask it to stop.
+
+    uvicorn re-raises a captured signal once ``serve()`` returns, which kills the process
+    before the runtime can write waiting acks and close the store.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop_on, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _stop_on(self, sig: int) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop without waiting for requests
+        self.should_exit = True
 
 
 def _banner(settings: Settings, gateway_port: int) -> str:
@@ -48,7 +75,7 @@ async def serve(settings: Settings) -> None:
         log_level="warning",
         loop="none",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     print(_banner(settings, runtime.gateway_port), flush=True)
     try:
         await server.serve()

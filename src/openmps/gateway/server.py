@@ -214,12 +214,23 @@ def _delivery_id(value: Any) -> int | None:
     return None
 
 
+CLOSE_GRACE_S = 1.0  # how long a refused device gets to answer our close frame
+
+
 async def _send_close(ws: ServerConnection, close: _Close) -> None:
+    """Say why, close, and drop the link if the device does not answer the close at once.
+
+    A device refused for flooding has frames queued that nobody reads any more, so it may never
+    see our close frame in time to answer it; holding its socket for the whole close timeout
+    would hand a flood a cheap way to keep connections open.
+    """
     try:
         await ws.send(json.dumps({"type": "error", "code": close.error, "message": close.message}))
-        await ws.close(close.code, close.error)
-    except ConnectionClosed:
+        await asyncio.wait_for(ws.close(close.code, close.error), CLOSE_GRACE_S)
+    except (ConnectionClosed, TimeoutError):
         pass
+    finally:
+        ws.transport.abort()
 
 
 async def _close_replaced(link: Link) -> None:

@@ -1,0 +1,227 @@
+"""The ``openmps`` command, run as a child process the way an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from alibabacloud_mpaas20201028 import models
+from alibabacloud_mpaas20201028.client import Client
+
+from openmps.apps import AppCredentials
+from tests.conftest import Server, Tenant
+from tests.test_e2e_lifecycle import push, row, rows_become
+from tests.test_e2e_push import task_rows
+
+STEP_S = 20.0  # a child process imports the whole stack before it answers
+ROW_KEYS = [
+    "target",
+    "msg_key",
+    "device",
+    "channel",
+    "status_channel",
+    "status_code",
+    "status_name",
+    "final",
+    "detail",
+]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment without OPENMPS_* settings, so only the given options count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OPENMPS_")}
+
+
+def openmps(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openmps", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def json_line(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, result.stdout
+    return json.loads(result.stdout)
+
+
+def test_app_create_and_list(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    created = json_line(openmps("app", "create", "shop", "--json", "--data-dir", str(data)))
+    assert list(created) == ["app_id", "workspace_id", "access_key_id", "access_key_secret"]
+    assert re.fullmatch(r"ONEX[0-9A-F]{12}", created["app_id"])
+    assert created["workspace_id"] == "default"
+    assert re.fullmatch(r"LTAI[A-Za-z0-9]{20}", created["access_key_id"])
+    assert re.fullmatch(r"[A-Za-z0-9]{30}", created["access_key_secret"])
+    assert (data / "openmps.db").is_file()
+
+    second = json_line(openmps("app", "create", "blog", "--json", "--data-dir", str(data)))
+    listed = json_line(openmps("app", "list", "--json", "--data-dir", str(data)))
+    assert [{k: v for k, v in app.items() if k != "created_at"} for app in listed] == [
+        {
+            "app_id": created["app_id"],
+            "workspace_id": "default",
+            "name": "shop",
+            "access_key_ids": [created["access_key_id"]],
+        },
+        {
+            "app_id": second["app_id"],
+            "workspace_id": "default",
+            "name": "blog",
+            "access_key_ids": [second["access_key_id"]],
+        },
+    ]
+    for app in listed:
+        assert datetime.fromisoformat(app["created_at"]).utcoffset() is not None
+    assert created["access_key_secret"] not in json.dumps(listed)
+
+
+async def test_app_created_by_cli_serves_and_status_shows_rows(
+    server: Server, tenant: Tenant
+) -> None:
+    """An app created by the CLI in a running server's store works at once; ``openmps status``
+    shows the rows the REST API shows."""
+    created = json_line(
+        await asyncio.to_thread(
+            openmps, "app", "create", "cli-app", "--json", "--data-dir", str(server.data_dir)
+        )
+    )
+    cli_tenant = Tenant(server, AppCredentials(**created))
+    device = await cli_tenant.register("android")
+    token = device.delivery_token
+    task_id = await push(
+        cli_tenant, {token: "k-cli-1", "no-such-token": "k-cli-2"}, delivery_type=1
+    )
+    expected = [
+        row(token, "k-cli-1", token, 0, "DeviceNotOnlineOrNoResponse", final=False),
+        row(
+            "no-such-token", "k-cli-2", None, 99999999, "NONE", final=True, detail="unknown_device"
+        ),
+    ]
+    assert await task_rows(cli_tenant, task_id) == expected
+
+    status = await asyncio.to_thread(
+        openmps, "status", task_id, "--json", "--data-dir", str(server.data_dir)
+    )
+    rows = json_line(status)
+    assert rows == expected
+    assert [list(r) for r in rows] == [ROW_KEYS, ROW_KEYS]
+
+    text = await asyncio.to_thread(openmps, "status", task_id, "--data-dir", str(server.data_dir))
+    assert text.returncode == 0
+    assert [line.split() for line in text.stdout.splitlines()] == [
+        [token, "k-cli-1", "own", "0", "DeviceNotOnlineOrNoResponse"],
+        ["no-such-token", "k-cli-2", "own", "99999999", "NONE"],
+    ]
+    # The CLI works on the store, for any app; the REST view stays per app.
+    async with httpx.AsyncClient() as http:
+        foreign = await http.get(
+            f"{server.api_url}/v1/tasks/{task_id}",
+            auth=(tenant.creds.access_key_id, tenant.creds.access_key_secret),
+        )
+    assert foreign.status_code == 404
+
+
+async def read_json_line(stream: asyncio.StreamReader) -> dict[str, Any]:
+    line = await asyncio.wait_for(stream.readline(), STEP_S)
+    assert line.endswith(b"\n"), line
+    decoded: dict[str, Any] = json.loads(line)
+    return decoded
+
+
+async def test_device_listen(server: Server, tenant: Tenant) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "openmps",
+        "device",
+        "listen",
+        "--api",
+        server.api_url,
+        "--gateway",
+        server.gateway_url,
+        "--app-id",
+        tenant.app_id,
+        "--workspace-id",
+        tenant.workspace_id,
+        "--count",
+        "1",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        registered = await read_json_line(process.stdout)
+        token = registered["delivery_token"]
+        assert registered == {"delivery_token": token, "platform": "android"}
+
+        sdk: Client = tenant.sdk()
+        response = await sdk.push_simple_async(
+            models.PushSimpleRequest(
+                app_id=tenant.app_id,
+                workspace_id=tenant.workspace_id,
+                delivery_type=1,
+                expired_seconds=300,
+                title="Hello CLI",
+                content="From the SDK",
+                extended_params=json.dumps({"order": "42", "kind": "ship"}),
+                target_msgkey=json.dumps({token: "k-listen"}),
+            )
+        )
+        assert response.body.result_code == "OK"
+        task_id = response.body.push_result.data
+
+        message = await read_json_line(process.stdout)
+        assert list(message) == ["msg_id", "msg_key", "title", "content", "extras"]
+        assert message["msg_id"].isdigit()
+        assert {k: v for k, v in message.items() if k != "msg_id"} == {
+            "msg_key": "k-listen",
+            "title": "Hello CLI",
+            "content": "From the SDK",
+            "extras": {"order": "42", "kind": "ship"},
+        }
+        assert await asyncio.wait_for(process.wait(), STEP_S) == 0
+        assert await process.stdout.read() == b""
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    await rows_become(tenant, task_id, [row(token, "k-listen", token, 2, "Acked", final=True)])
+
+
+def test_listen_refuses_unknown_platform() -> None:
+    result = openmps("device", "listen", "--app-id", "ONEX000000000000", "--platform", "windows")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: --platform must be android or ios\n"
+
+
+def test_listen_refuses_negative_count() -> None:
+    result = openmps("device", "listen", "--app-id", "ONEX000000000000", "--count", "-1")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: --count must be 0 or more\n"
+
+
+def test_status_of_unknown_task(tmp_path: Path) -> None:
+    result = openmps("status", "999999", "--json", "--data-dir", str(tmp_path / "data"))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "error: no task 999999\n"
+
+
+def test_status_needs_a_number(tmp_path: Path) -> None:
+    result = openmps("status", "abc", "--data-dir", str(tmp_path / "data"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "Invalid value for 'task_id'" in result.stderr
