@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-postgres lint bench clean
+
+# The PostgreSQL server test-postgres runs the whole suite against (a fresh database per module).
+TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+test-postgres: $(STAMP)
+	OPENMPS_TEST_DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

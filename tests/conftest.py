@@ -2,17 +2,24 @@
 
 Each test gets its own app (AppId and access key) in the shared server, so tests do not see
 each other's devices, bindings or tasks.
+
+The store engine: SQLite under a temporary data dir by default. With
+``OPENMPS_TEST_DATABASE_URL`` set (``postgresql+asyncpg://postgres@127.0.0.1:5432/test``), every
+server gets a fresh PostgreSQL database of its own, created there and dropped afterwards; if
+that server cannot be reached the tests fail, they are not skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,7 @@ from openmps.client import DeviceClient, DeviceCredentials, register
 from openmps.store import Store
 
 STARTUP_TIMEOUT_S = 30.0
+TEST_DATABASE_URL = os.environ.get("OPENMPS_TEST_DATABASE_URL")
 
 
 def free_port() -> int:
@@ -39,6 +47,7 @@ class Server:
     """One ``openmps serve`` child process and how to reach it."""
 
     data_dir: Path
+    database_url: str | None = None  # None: SQLite under data_dir
     port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
@@ -55,7 +64,13 @@ class Server:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.data_dir / 'openmps.db'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'openmps.db'}"
+
+    def store_args(self) -> list[str]:
+        """The CLI options that name this server's store."""
+        if self.database_url:
+            return ["--database-url", self.database_url]
+        return ["--data-dir", str(self.data_dir)]
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -69,8 +84,7 @@ class Server:
                 str(self.port),
                 "--gateway-port",
                 str(self.gateway_port),
-                "--data-dir",
-                str(self.data_dir),
+                *self.store_args(),
             ],
             stdout=subprocess.PIPE,
             stderr=open(self.data_dir.parent / "server.log", "a"),  # noqa: SIM115
@@ -114,14 +128,43 @@ def _wait_port(port: int) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+async def _postgres(base_url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(base_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A started server with a store of its own; stopped (and its database dropped) after."""
+    data_dir = tmp_path_factory.mktemp("openmps") / "data"
+    data_dir.mkdir(parents=True)
+    database_url = None
+    if TEST_DATABASE_URL:
+        name = f"openmps_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_postgres(TEST_DATABASE_URL, f'CREATE DATABASE "{name}"'))
+        database_url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
+    srv = Server(data_dir, database_url=database_url, env=dict(env or {}))
+    try:
+        srv.start()
+        yield srv
+    finally:
+        if srv.process is not None:
+            srv.stop()
+        if database_url:
+            asyncio.run(_postgres(TEST_DATABASE_URL or "", f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("openmps") / "data")
-    srv.data_dir.mkdir(parents=True)
-    srv.start()
-    yield srv
-    if srv.process is not None:
-        srv.stop()
+    with running_server(tmp_path_factory) as srv:
+        yield srv
 
 
 @dataclass

@@ -94,9 +94,7 @@ async def test_app_created_by_cli_serves_and_status_shows_rows(
     """An app created by the CLI in a running server's store works at once; ``openmps status``
     shows the rows the REST API shows."""
     created = json_line(
-        await asyncio.to_thread(
-            openmps, "app", "create", "cli-app", "--json", "--data-dir", str(server.data_dir)
-        )
+        await asyncio.to_thread(openmps, "app", "create", "cli-app", "--json", *server.store_args())
     )
     cli_tenant = Tenant(server, AppCredentials(**created))
     device = await cli_tenant.register("android")
@@ -112,14 +110,12 @@ async def test_app_created_by_cli_serves_and_status_shows_rows(
     ]
     assert await task_rows(cli_tenant, task_id) == expected
 
-    status = await asyncio.to_thread(
-        openmps, "status", task_id, "--json", "--data-dir", str(server.data_dir)
-    )
+    status = await asyncio.to_thread(openmps, "status", task_id, "--json", *server.store_args())
     rows = json_line(status)
     assert rows == expected
     assert [list(r) for r in rows] == [ROW_KEYS, ROW_KEYS]
 
-    text = await asyncio.to_thread(openmps, "status", task_id, "--data-dir", str(server.data_dir))
+    text = await asyncio.to_thread(openmps, "status", task_id, *server.store_args())
     assert text.returncode == 0
     assert [line.split() for line in text.stdout.splitlines()] == [
         [token, "k-cli-1", "own", "0", "DeviceNotOnlineOrNoResponse"],

@@ -12,18 +12,14 @@ from collections.abc import Iterator
 import pytest
 from alibabacloud_mpaas20201028 import models
 
-from tests.conftest import Server, Tenant, eventually
+from tests.conftest import Server, Tenant, eventually, running_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("openmps-hb") / "data")
-    srv.data_dir.mkdir(parents=True)
-    srv.env = {"OPENMPS_HEARTBEAT_INTERVAL_S": "1.5", "OPENMPS_HEARTBEAT_TIMEOUT_S": "1.5"}
-    srv.start()
-    yield srv
-    if srv.process is not None:
-        srv.stop()
+    env = {"OPENMPS_HEARTBEAT_INTERVAL_S": "1.5", "OPENMPS_HEARTBEAT_TIMEOUT_S": "1.5"}
+    with running_server(tmp_path_factory, env) as srv:
+        yield srv
 
 
 def masked_text_frame(text: str) -> bytes:

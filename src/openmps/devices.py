@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 
 from openmps.dispatch import Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
@@ -149,16 +147,9 @@ class Devices:
                 "phone_number": phone,
                 "created_at": now,
             }
-            if self._store.is_sqlite:
-                await session.execute(
-                    sqlite_insert(Binding).values(values).on_conflict_do_nothing()
-                )
-            else:
-                try:
-                    async with session.begin_nested():
-                        session.add(Binding(**values))
-                except IntegrityError:
-                    pass
+            await session.execute(
+                self._store.insert(Binding).values(values).on_conflict_do_nothing()
+            )
             if device.os_type is None:
                 device_row = await session.get(Device, device.id)
                 if device_row is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -59,6 +60,12 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    def insert(self, table: Any) -> Any:
+        """This engine's INSERT, which offers ``on_conflict_do_nothing`` (SQLite, PostgreSQL)."""
+        if self.is_sqlite:
+            return sqlite.insert(table)
+        return postgresql.insert(table)
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Store:
