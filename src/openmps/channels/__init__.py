@@ -1,0 +1,1 @@
+"""Vendor channels: one module per vendor gateway, each behind :class:`VendorChannel`."""
