@@ -169,10 +169,11 @@ def status(
         from openmps.dispatch import Dispatcher
         from openmps.gateway.hub import Hub
         from openmps.push import Pushes
+        from openmps.vendors import VendorSettings
 
         store = await _open_store(settings)
         try:
-            pushes = Pushes(store, Dispatcher(Hub()), max_expired_seconds=1)
+            pushes = Pushes(store, Dispatcher(Hub()), VendorSettings(store), max_expired_seconds=1)
             rows = await pushes.task_status(task_id, app_pk=None)
             return None if rows is None else [row.as_json() for row in rows]
         finally:

@@ -1,9 +1,9 @@
 """Dispatch: hands committed deliveries to the channel that carries them.
 
-Today one channel exists, the own device gateway: a delivery whose device is connected to this
-process goes out at once; one whose device is offline waits in the store and goes out when the
-device connects (the gateway reads pending deliveries on every connect). Vendor channels join
-here (issue 3) behind the same ``submit``.
+Own channel: a delivery whose device is connected to this process goes out at once; one whose
+device is offline waits in the store and goes out when the device connects (the gateway reads
+pending deliveries on every connect). Vendor channels: the delivery goes to the vendor
+dispatcher, which batches, sends, retries and records outcomes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openmps.gateway.hub import Hub
+from openmps.vendor_dispatch import VendorDispatcher, VendorJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +47,27 @@ def message_frame(delivery_id: int, body: str) -> str:
     return f'{{"type":"msg","id":"{delivery_id}",{body}}}'
 
 
+AnyJob = Job | VendorJob
+
+
 class Dispatcher:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, vendors: VendorDispatcher | None = None) -> None:
         self._hub = hub  # devices connected to this process
+        self._vendors = vendors  # vendor channels; None where nothing is sent (the CLI)
         self.offered = 0  # jobs handed to a connected device since start
 
-    def submit(self, jobs: Iterable[Job]) -> None:
+    def is_online(self, device_pk: int) -> bool:
+        return self._hub.is_online(device_pk)
+
+    def submit(self, jobs: Iterable[AnyJob]) -> None:
+        to_vendors: list[VendorJob] = []
         for job in jobs:
-            if self._hub.offer(job.device_pk, job.delivery_id, job.frame):
+            if isinstance(job, VendorJob):
+                to_vendors.append(job)
+            elif self._hub.offer(job.device_pk, job.delivery_id, job.frame):
                 self.offered += 1
+        if to_vendors and self._vendors is not None:
+            self._vendors.submit(to_vendors)
 
     def revoke(self, sent: Iterable[tuple[int, int]]) -> None:
         """Tell connected devices to remove notifications of revoked (device, delivery)s."""

@@ -13,14 +13,16 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from openmps.dispatch import Dispatcher, Job, message_body, message_frame
+from openmps.channels.base import Outbound
+from openmps.dispatch import AnyJob, Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
 from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO, NONE, find
 from openmps.store import Binding, Delivery, Device, Message, Store, Task
+from openmps.vendor_dispatch import VendorJob
+from openmps.vendors import ROUTE_OWN, DeviceRoute, VendorSettings, choose_route
 
 logger = logging.getLogger(__name__)
 
-ROUTE_OWN = "own"
 MAX_TARGETS_SIMPLE = 10  # reference 4.2: TargetMsgkey holds at most 10 pairs
 MAX_EXTENDED_PARAMS = 20  # reference 4.1: 3035 beyond
 MAX_PAYLOAD_BYTES = 4096  # title + content + extras as sent to a device: 3050 beyond
@@ -87,7 +89,7 @@ class StatusRow:
 class _Intake:
     app_pk: int
     push: _Validated
-    answer: asyncio.Future[tuple[int, list[Job]]]
+    answer: asyncio.Future[tuple[int, list[AnyJob]]]
 
 
 @dataclass
@@ -188,9 +190,17 @@ def _validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
 
 
 class Pushes:
-    def __init__(self, store: Store, dispatcher: Dispatcher, *, max_expired_seconds: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        vendors: VendorSettings,
+        *,
+        max_expired_seconds: int,
+    ) -> None:
         self._store = store
         self._dispatcher = dispatcher
+        self._vendors = vendors
         self._max_expired_seconds = max_expired_seconds
         self._intake: asyncio.Queue[_Intake | None] = asyncio.Queue()  # pushes to write
         self._intake_task: asyncio.Task[None] | None = None  # the group-commit writer
@@ -216,7 +226,9 @@ class Pushes:
         v = _validate(req, max_expired_seconds=self._max_expired_seconds)
         if self._intake_task is None:
             raise RuntimeError("Pushes.start() was not called")
-        answer: asyncio.Future[tuple[int, list[Job]]] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[tuple[int, list[AnyJob]]] = (
+            asyncio.get_running_loop().create_future()
+        )
         await self._intake.put(_Intake(app_pk, v, answer))
         task_id, jobs = await answer
         logger.info(
@@ -257,11 +269,11 @@ class Pushes:
                 else:
                     entry.answer.set_result(result)
 
-    async def _write(self, batch: list[_Intake]) -> list[tuple[int, list[Job]] | BusinessError]:
+    async def _write(self, batch: list[_Intake]) -> list[tuple[int, list[AnyJob]] | BusinessError]:
         """Store a batch of pushes in one transaction, with a handful of statements whatever
         its size; a refused push (msgKey already used) is skipped, not stored."""
         now = datetime.now(UTC)
-        out: list[tuple[int, list[Job]] | BusinessError | None] = []
+        out: list[tuple[int, list[AnyJob]] | BusinessError | None] = []
         async with self._store.write() as session:
             taken = await _used_keys(session, batch)
             accepted: list[_Intake] = []
@@ -285,7 +297,7 @@ class Pushes:
 
     async def _write_accepted(
         self, session: Any, batch: list[_Intake], now: datetime
-    ) -> list[tuple[int, list[Job]]]:
+    ) -> list[tuple[int, list[AnyJob]]]:
         expiries = [now + timedelta(seconds=e.push.expired_seconds) for e in batch]
         # RETURNING rows come back in no promised order, and asking SQLAlchemy to sort them
         # makes it insert row by row; so each insert returns a unique key to match rows by.
@@ -333,19 +345,34 @@ class Pushes:
         ).all()
         message_ids = {(a, k, t): m_id for a, k, t, m_id in message_rows}
         resolved = await _resolve(session, batch)
+        routing = {a: await self._vendors.routing(a) for a in {e.app_pk for e in batch}}
         rows: list[dict[str, Any]] = []
         owner_of: dict[int, tuple[int, str]] = {}  # message pk -> (push index, target)
+        device_of: dict[tuple[int, int], DeviceRoute] = {}  # (message pk, device pk) -> device
         for i, target in plan:
             push = batch[i].push
             message_pk = message_ids[(batch[i].app_pk, push.targets[target], target)]
             owner_of[message_pk] = (i, target)
             devices, detail = resolved[(batch[i].app_pk, push.delivery_type, target)]
+            policy, configured = routing[batch[i].app_pk]
+            routed = []
+            for device in devices:
+                device_of[(message_pk, device.device_pk)] = device
+                online = self._dispatcher.is_online(device.device_pk)
+                routed.append(
+                    (
+                        device.device_pk,
+                        choose_route(device, policy=policy, configured=configured, online=online),
+                    )
+                )
             rows.extend(
-                _delivery_rows(message_pk, devices, detail, push.delivery_type, expiries[i], now)
+                _delivery_rows(message_pk, routed, detail, push.delivery_type, expiries[i], now)
             )
         delivered = (
             await session.execute(
-                insert(Delivery).returning(Delivery.id, Delivery.message_pk, Delivery.device_pk),
+                insert(Delivery).returning(
+                    Delivery.id, Delivery.message_pk, Delivery.device_pk, Delivery.route
+                ),
                 rows,
             )
         ).all()
@@ -358,11 +385,30 @@ class Pushes:
             )
             for i, target in plan
         }
-        results: list[tuple[int, list[Job]]] = [(task_id, []) for task_id in task_ids]
-        for d_id, message_pk, d_pk in sorted(delivered):
-            if d_pk is not None:
-                owner = owner_of[message_pk]
-                results[owner[0]][1].append(Job(d_id, d_pk, message_frame(d_id, bodies[owner])))
+        results: list[tuple[int, list[AnyJob]]] = [(task_id, []) for task_id in task_ids]
+        for d_id, message_pk, d_pk, route in sorted(delivered):
+            if d_pk is None:
+                continue
+            i, target = owner_of[message_pk]
+            if route == ROUTE_OWN:
+                job: AnyJob = Job(d_id, d_pk, message_frame(d_id, bodies[(i, target)]))
+            else:
+                push = batch[i].push
+                token = device_of[(message_pk, d_pk)].third_token or ""
+                job = VendorJob(
+                    batch[i].app_pk,
+                    route,
+                    d_pk,
+                    outbound(
+                        d_id,
+                        token,
+                        push.payload,
+                        msg_key=push.targets[target],
+                        task_id=task_ids[i],
+                        expires_at=expiries[i],
+                    ),
+                )
+            results[i][1].append(job)
         return results
 
     async def revoke_message(self, app_pk: int, msg_key: str, target: str) -> int:
@@ -461,6 +507,7 @@ class Pushes:
                     .join(Message, Message.id == Delivery.message_pk)
                     .where(
                         Delivery.device_pk == device_pk,
+                        Delivery.route == ROUTE_OWN,
                         Delivery.final.is_(False),
                         Delivery.expires_at > now,
                         Message.revoked_at.is_(None),
@@ -483,6 +530,59 @@ class Pushes:
                 ),
             )
             for d_id, key, task_pk, payload, expires_at in rows
+        ]
+
+    async def vendor_pending(self) -> list[VendorJob]:
+        """Every non-final vendor delivery still valid: what a restart sends again."""
+        now = datetime.now(UTC)
+        async with self._store.session() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        Delivery.id,
+                        Delivery.route,
+                        Delivery.device_pk,
+                        Delivery.attempts,
+                        Device.third_token,
+                        Message.app_pk,
+                        Message.msg_key,
+                        Message.task_pk,
+                        Message.payload,
+                        Message.expires_at,
+                    )
+                    .join(Message, Message.id == Delivery.message_pk)
+                    .join(Device, Device.id == Delivery.device_pk)
+                    .where(
+                        Delivery.route != ROUTE_OWN,
+                        Delivery.final.is_(False),
+                        Delivery.expires_at > now,
+                        Message.revoked_at.is_(None),
+                    )
+                    .order_by(Delivery.id)
+                )
+            ).all()
+        return [
+            VendorJob(
+                app_pk,
+                route,
+                device_pk,
+                outbound(
+                    d_id, token or "", payload, msg_key=key, task_id=task_pk, expires_at=expires_at
+                ),
+                attempts=attempts,
+            )
+            for (
+                d_id,
+                route,
+                device_pk,
+                attempts,
+                token,
+                app_pk,
+                key,
+                task_pk,
+                payload,
+                expires_at,
+            ) in rows
         ]
 
     async def expire(self) -> int:
@@ -514,7 +614,8 @@ async def _used_keys(session: Any, batch: list[_Intake]) -> set[tuple[int, str, 
     return {(app_pk, key, target) for app_pk, key, target in rows}
 
 
-Resolved = dict[tuple[int, int, str], tuple[list[int], str | None]]
+_ROUTE_COLUMNS = (Device.id, Device.platform, Device.third_channel, Device.third_token)
+Resolved = dict[tuple[int, int, str], tuple[list[DeviceRoute], str | None]]
 
 
 async def _resolve(session: Any, batch: list[_Intake]) -> Resolved:
@@ -533,42 +634,44 @@ async def _resolve(session: Any, batch: list[_Intake]) -> Resolved:
                 out[(app_pk, 3, target)] = ([], None)
             rows = (
                 await session.execute(
-                    select(Binding.user_id, Binding.device_pk)
+                    select(Binding.user_id, *_ROUTE_COLUMNS)
+                    .join(Device, Device.id == Binding.device_pk)
                     .where(Binding.app_pk == app_pk, Binding.user_id.in_(targets))
                     .order_by(Binding.id)
                 )
             ).all()
-            for user_id, device_pk in rows:
-                out[(app_pk, 3, user_id)][0].append(device_pk)
+            for user_id, *route in rows:
+                out[(app_pk, 3, user_id)][0].append(DeviceRoute(*route))
             continue
         rows = (
             await session.execute(
-                select(Device.delivery_token, Device.id, Device.platform).where(
+                select(Device.delivery_token, *_ROUTE_COLUMNS).where(
                     Device.app_pk == app_pk, Device.delivery_token.in_(targets)
                 )
             )
         ).all()
-        found = {token: (pk, platform) for token, pk, platform in rows}
+        found = {token: DeviceRoute(*route) for token, *route in rows}
         wanted = SUPPORTED_DELIVERY_TYPES[delivery_type]
         for target in targets:
             key = (app_pk, delivery_type, target)
             if target not in found:
                 out[key] = ([], "unknown_device")
-            elif found[target][1] != wanted:
-                out[key] = ([], f"platform_mismatch: device is {found[target][1]}")
+            elif found[target].platform != wanted:
+                out[key] = ([], f"platform_mismatch: device is {found[target].platform}")
             else:
-                out[key] = ([found[target][0]], None)
+                out[key] = ([found[target]], None)
     return out
 
 
 def _delivery_rows(
     message_pk: int,
-    devices: list[int],
+    devices: list[tuple[int, str]],
     detail: str | None,
     delivery_type: int,
     expires: datetime,
     now: datetime,
 ) -> list[dict[str, Any]]:
+    """Rows for one message: one per (device pk, route), or one for an unresolved target."""
     base = {
         "message_pk": message_pk,
         "route": ROUTE_OWN,
@@ -581,11 +684,12 @@ def _delivery_rows(
             {
                 **base,
                 "device_pk": pk,
+                "route": route,
                 "status_channel": DEVICE_NOT_ONLINE.channel.value,
                 "code": DEVICE_NOT_ONLINE.code,
                 "final": False,
             }
-            for pk in devices
+            for pk, route in devices
         ]
     if delivery_type == 3:
         # No binding yet: status 1, not final; a later PushBind before expiry sends it.
@@ -609,3 +713,28 @@ def _delivery_rows(
             "detail": detail,
         }
     ]
+
+
+def outbound(
+    delivery_id: int,
+    token: str,
+    payload: dict[str, Any],
+    *,
+    msg_key: str,
+    task_id: int,
+    expires_at: datetime,
+) -> Outbound:
+    """What a vendor channel needs of one delivery."""
+    return Outbound(
+        delivery_id=delivery_id,
+        token=token,
+        title=payload["title"],
+        content=payload["content"],
+        extras=payload.get("extras") or {},
+        expires_at=expires_at,
+        msg_key=msg_key,
+        task_id=task_id,
+        silent=bool(payload.get("silent")),
+        push_action=int(payload.get("push_action") or 0),
+        uri=payload.get("uri"),
+    )

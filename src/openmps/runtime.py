@@ -18,6 +18,8 @@ from openmps.push import Pushes
 from openmps.settings import Settings
 from openmps.statuswriter import StatusWriter
 from openmps.store import Store
+from openmps.vendor_dispatch import VendorDispatcher
+from openmps.vendors import VendorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +33,27 @@ class Runtime:
         self.keys = KeyRing(store)
         self.nonces = NonceCache(window_s=2 * settings.signature_window_s)
         self.hub = Hub()
-        self.dispatcher = Dispatcher(self.hub)
+        self.vendor_settings = VendorSettings(store)
         self.writer = StatusWriter(
             store,
             flush_interval_s=settings.status_flush_interval_s,
             flush_max=settings.status_flush_max,
         )
+        self.vendor_dispatcher = VendorDispatcher(
+            self.writer,
+            self.vendor_settings.load,
+            concurrency=settings.vendor_concurrency,
+            max_attempts=settings.vendor_max_attempts,
+            backoff_base_s=settings.vendor_backoff_base_s,
+            backoff_max_s=settings.vendor_backoff_max_s,
+        )
+        self.dispatcher = Dispatcher(self.hub, self.vendor_dispatcher)
         self.devices = Devices(store, self.hub, self.dispatcher)
         self.pushes = Pushes(
-            store, self.dispatcher, max_expired_seconds=settings.max_expired_seconds
+            store,
+            self.dispatcher,
+            self.vendor_settings,
+            max_expired_seconds=settings.max_expired_seconds,
         )
         self.gateway = Gateway(
             hub=self.hub,
@@ -57,7 +71,12 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
-        return cls(settings, await Store.open(settings.sqlalchemy_url))
+        store = await Store.open(settings.sqlalchemy_url)
+        try:
+            return cls(settings, store)
+        except Exception:
+            await store.close()
+            raise
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -76,6 +95,11 @@ class Runtime:
         # every other pending delivery goes out when its device connects (pending on hello).
         await self.pushes.expire()
         self.writer.start()
+        self.vendor_dispatcher.start()
+        resumed = await self.pushes.vendor_pending()
+        self.vendor_dispatcher.submit(resumed)
+        if resumed:
+            logger.info("resumed %d vendor deliveries", len(resumed))
         self.pushes.start()
         self.spawn(self._sweep(), "expiry-sweeper")
         self.gateway_port = await self.gateway.start(
@@ -86,6 +110,7 @@ class Runtime:
         # Stop taking device traffic, then write what the devices told us, then close.
         await self.gateway.stop()
         await self.pushes.stop()
+        await self.vendor_dispatcher.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

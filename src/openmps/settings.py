@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     device_rate_per_s: float = Field(50.0, gt=0, description="frames/s a device may send")
     device_rate_burst: int = Field(200, gt=0, description="frames a device may send at once")
 
+    # Vendor channels
+    vendor_concurrency: int = Field(
+        16, description="vendor calls in flight at once; 0 or less is refused at start"
+    )
+    vendor_max_attempts: int = Field(5, description="sends per delivery before giving up")
+    vendor_backoff_base_s: float = Field(1.0, gt=0, description="first retry's longest wait")
+    vendor_backoff_max_s: float = Field(300.0, gt=0, description="longest wait between retries")
+
     # Status writer
     status_flush_interval_s: float = Field(0.05, gt=0, description="longest wait before flush")
     status_flush_max: int = Field(2000, gt=0, description="status changes per transaction")

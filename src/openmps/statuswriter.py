@@ -36,6 +36,9 @@ class StatusWriter:
         self._acks: dict[tuple[int, int], datetime] = {}
         self._opens: dict[tuple[int, int], datetime] = {}  # same, for "opened" receipts
         self._seen: dict[int, datetime] = {}  # device pk -> when it last connected
+        # delivery id -> (status channel, code, final, detail, attempts, at): vendor outcomes
+        self._outcomes: dict[int, tuple[str, int, bool, str | None, int, datetime]] = {}
+        self._dropped: dict[tuple[int, str], None] = {}  # (device pk, dead vendor token)
         self._wake = asyncio.Event()  # set when flush_max is reached or on stop
         self._task: asyncio.Task[None] | None = None  # the flush loop
         self._stopping = False
@@ -51,6 +54,26 @@ class StatusWriter:
         self._opens.setdefault((delivery_id, device_pk), datetime.now(UTC))
         if len(self._opens) >= self._flush_max:
             self._wake.set()
+
+    def record(
+        self,
+        delivery_id: int,
+        *,
+        status_channel: str,
+        code: int,
+        final: bool,
+        detail: str | None,
+        attempts: int,
+    ) -> None:
+        """Record a vendor channel's outcome for a delivery (the latest one wins)."""
+        at = datetime.now(UTC)
+        self._outcomes[delivery_id] = (status_channel, code, final, detail, attempts, at)
+        if len(self._outcomes) >= self._flush_max:
+            self._wake.set()
+
+    def drop_token(self, device_pk: int, token: str) -> None:
+        """Forget a device's vendor token that the vendor called dead (if it is still that)."""
+        self._dropped[(device_pk, token)] = None
 
     def seen(self, device_pk: int) -> None:
         """Record that the device connected now (its ``last_seen_at``)."""
@@ -88,7 +111,9 @@ class StatusWriter:
         acks, self._acks = self._acks, {}
         opens, self._opens = self._opens, {}
         seen, self._seen = self._seen, {}
-        if not acks and not opens and not seen:
+        outcomes, self._outcomes = self._outcomes, {}
+        dropped, self._dropped = self._dropped, {}
+        if not acks and not opens and not seen and not outcomes and not dropped:
             return
         try:
             async with self._store.write() as session:
@@ -128,7 +153,48 @@ class StatusWriter:
                         .values(last_seen_at=bindparam("b_at")),
                         [{"b_id": k, "b_at": at} for k, at in seen.items()],
                     )
+                if outcomes:
+                    await session.execute(
+                        update(_DELIVERIES)
+                        .where(
+                            _DELIVERIES.c.id == bindparam("b_id"),
+                            _DELIVERIES.c.acked_at.is_(None),
+                        )
+                        .values(
+                            status_channel=bindparam("b_channel"),
+                            code=bindparam("b_code"),
+                            final=bindparam("b_final"),
+                            detail=bindparam("b_detail"),
+                            attempts=bindparam("b_attempts"),
+                            updated_at=bindparam("b_at"),
+                        ),
+                        [
+                            {
+                                "b_id": k,
+                                "b_channel": ch,
+                                "b_code": code,
+                                "b_final": fin,
+                                "b_detail": detail,
+                                "b_attempts": n,
+                                "b_at": at,
+                            }
+                            for k, (ch, code, fin, detail, n, at) in outcomes.items()
+                        ],
+                    )
+                if dropped:
+                    await session.execute(
+                        update(_DEVICES)
+                        .where(
+                            _DEVICES.c.id == bindparam("b_id"),
+                            _DEVICES.c.third_token == bindparam("b_token"),
+                        )
+                        .values(third_token=None),
+                        [{"b_id": d, "b_token": t} for d, t in dropped],
+                    )
         except Exception:
+            for key2, value2 in outcomes.items():
+                self._outcomes.setdefault(key2, value2)
+            self._dropped.update(dropped)
             for device_pk, at in seen.items():
                 self._seen.setdefault(device_pk, at)
             for key, value in acks.items():
@@ -136,5 +202,5 @@ class StatusWriter:
             for key, value in opens.items():
                 self._opens.setdefault(key, value)
             raise
-        self.written += len(acks) + len(opens)
+        self.written += len(acks) + len(opens) + len(outcomes)
         logger.debug("status flush: %d acks, %d opens", len(acks), len(opens))

@@ -6,10 +6,22 @@ from openmps.store.models import (
     App,
     Base,
     Binding,
+    ChannelSettings,
     Delivery,
     Device,
     Message,
     Task,
 )
 
-__all__ = ["AccessKey", "App", "Base", "Binding", "Delivery", "Device", "Message", "Store", "Task"]
+__all__ = [
+    "AccessKey",
+    "App",
+    "Base",
+    "Binding",
+    "ChannelSettings",
+    "Delivery",
+    "Device",
+    "Message",
+    "Store",
+    "Task",
+]

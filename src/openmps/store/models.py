@@ -59,6 +59,26 @@ class App(Base):
     workspace_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "own_first": the own channel while the device is online there, else its vendor token;
+    # "vendor_first": the vendor token whenever the device has one.
+    route_policy: Mapped[str] = mapped_column(String(16), server_default="own_first")
+
+
+class ChannelSettings(Base):
+    """One vendor channel's settings for one app; secrets are inside ``settings``."""
+
+    __tablename__ = "channel_configs"
+    __table_args__ = (UniqueConstraint("app_pk", "vendor", name="uq_channel_configs_app_vendor"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    vendor: Mapped[str] = mapped_column(String(16))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    base_url: Mapped[str | None] = mapped_column(String(512))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    def __repr__(self) -> str:
+        return f"ChannelSettings(app_pk={self.app_pk}, vendor={self.vendor!r}, settings=<hidden>)"
 
 
 class AccessKey(Base):
@@ -173,3 +193,4 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # vendor sends so far
