@@ -18,7 +18,9 @@ from openmps.settings import Settings, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="openmps: Mobile Push Service")
 apps_cli = typer.Typer(no_args_is_help=True, help="Create and list apps and their access keys.")
 device_cli = typer.Typer(no_args_is_help=True, help="Act as a device (demos and checks).")
+channel_cli = typer.Typer(no_args_is_help=True, help="Vendor channel settings of an app.")
 app.add_typer(apps_cli, name="app")
+app.add_typer(channel_cli, name="channel")
 app.add_typer(device_cli, name="device")
 
 T = TypeVar("T")
@@ -246,6 +248,108 @@ def device_listen(
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(go())
+
+
+WorkspaceOpt = Annotated[str, typer.Option(envvar="OPENMPS_WORKSPACE_ID", help="WorkspaceId")]
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, str]:
+    """``key=value`` pairs; ``key=@path`` reads the value from a file (PEM keys, JSON)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            typer.echo(f"error: settings are key=value (or key=@file), got {pair!r}", err=True)
+            raise typer.Exit(2)
+        if value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text()
+            except OSError as exc:
+                typer.echo(f"error: cannot read {value[1:]!r} for {key}: {exc.strerror}", err=True)
+                raise typer.Exit(2) from None
+        values[key] = value
+    return values
+
+
+async def _with_app(settings: Settings, app_id: str, workspace_id: str, work: Any) -> Any:
+    from openmps.apps import find_app
+    from openmps.vendors import VendorSettings
+
+    store = await _open_store(settings)
+    try:
+        app_pk = await find_app(store, app_id, workspace_id)
+        if app_pk is None:
+            raise OpenMPSError(f"no app {app_id!r} in workspace {workspace_id!r}; see `app list`")
+        return await work(VendorSettings(store), app_pk)
+    finally:
+        await store.close()
+
+
+def _business(coro: Coroutine[Any, Any, T]) -> T:
+    from openmps.errors import BusinessError
+
+    try:
+        return _run(coro)
+    except BusinessError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+
+
+@channel_cli.command("set")
+def channel_set(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    vendor: Annotated[str, typer.Argument(help="apns, fcm, hms, xiaomi, oppo or vivo")],
+    values: Annotated[list[str], typer.Argument(help="key=value or key=@file, repeated")],
+    base_url: Annotated[
+        str | None, typer.Option(help="Vendor URL override (fakes, sandboxes)")
+    ] = None,
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set (replace) a vendor channel's settings; they are checked before they are stored."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    parsed = _parse_settings(values)
+
+    async def work(vendors: Any, app_pk: int) -> None:
+        await vendors.set(app_pk, vendor, parsed, base_url=base_url)
+
+    _business(_with_app(settings, app_id, workspace_id, work))
+    typer.echo(f"{vendor} settings stored for {app_id} (a running server uses them within 2 s)")
+
+
+@channel_cli.command("list")
+def channel_list(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show an app's vendor channel settings, secrets hidden."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def work(vendors: Any, app_pk: int) -> Any:
+        return await vendors.describe(app_pk)
+
+    typer.echo(json.dumps(_business(_with_app(settings, app_id, workspace_id, work)), indent=2))
+
+
+@channel_cli.command("policy")
+def channel_policy(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    policy: Annotated[str, typer.Argument(help="own_first (default) or vendor_first")],
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Choose how devices with a vendor token are reached."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def work(vendors: Any, app_pk: int) -> None:
+        await vendors.set_policy(app_pk, policy)
+
+    _business(_with_app(settings, app_id, workspace_id, work))
+    typer.echo(f"routing policy of {app_id}: {policy}")
 
 
 def main() -> None:

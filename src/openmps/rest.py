@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from openmps.apps import KeyOwner, find_app
+from openmps.errors import BusinessError
 from openmps.runtime import Runtime
 
 router = APIRouter()
@@ -84,6 +85,49 @@ async def register_device(body: DeviceRegistration, runtime: RuntimeDep) -> Any:
         "device_secret": device.device_secret,
         "platform": device.platform,
     }
+
+
+class ChannelBody(BaseModel):
+    settings: dict[str, Any]
+    base_url: str | None = None
+
+
+class PolicyBody(BaseModel):
+    policy: Literal["own_first", "vendor_first"]
+
+
+def _refused(exc: BusinessError) -> JSONResponse:
+    return JSONResponse({"error": exc.name.lower(), "message": exc.detail}, status_code=400)
+
+
+@router.get("/v1/channels")
+async def list_channels(owner: OwnerDep, runtime: RuntimeDep) -> Any:
+    return {"channels": await runtime.vendor_settings.describe(owner.app_pk)}
+
+
+@router.put("/v1/channels/{vendor}")
+async def set_channel(vendor: str, body: ChannelBody, owner: OwnerDep, runtime: RuntimeDep) -> Any:
+    try:
+        await runtime.vendor_settings.set(
+            owner.app_pk, vendor, body.settings, base_url=body.base_url
+        )
+    except BusinessError as exc:
+        return _refused(exc)
+    runtime.vendor_dispatcher.forget_channel(owner.app_pk, vendor)
+    return {"vendor": vendor, "stored": True}
+
+
+@router.delete("/v1/channels/{vendor}")
+async def delete_channel(vendor: str, owner: OwnerDep, runtime: RuntimeDep) -> Any:
+    await runtime.vendor_settings.remove(owner.app_pk, vendor)
+    runtime.vendor_dispatcher.forget_channel(owner.app_pk, vendor)
+    return {"vendor": vendor, "removed": True}
+
+
+@router.put("/v1/routing")
+async def set_routing(body: PolicyBody, owner: OwnerDep, runtime: RuntimeDep) -> Any:
+    await runtime.vendor_settings.set_policy(owner.app_pk, body.policy)
+    return {"policy": body.policy}
 
 
 @router.get("/v1/tasks/{task_id}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -27,6 +28,8 @@ from openmps.statuses import ACKED, DEVICE_NOT_ONLINE, NONE, Status
 from openmps.statuswriter import StatusWriter
 
 logger = logging.getLogger(__name__)
+
+SETTINGS_CHECK_S = 5.0  # how often a cached channel's stored settings are compared again
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +72,11 @@ class VendorDispatcher:
         self._waiting: dict[tuple[int, str], deque[VendorJob]] = {}  # per (app, vendor)
         self._ready: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()  # keys to serve
         self._scheduled: set[tuple[int, str]] = set()  # keys in _ready or being served
-        self._channels: dict[tuple[int, str], VendorChannel] = {}  # built on first use
+        # (app, vendor) -> (channel, the settings it was built from, when they were read)
+        self._channels: dict[tuple[int, str], tuple[VendorChannel, ChannelConfig, float]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()  # retries waiting for their time
+        self._closing: set[asyncio.Task[None]] = set()  # replaced channels being closed
         self.sent = 0  # deliveries handed to vendors since start
 
     def start(self) -> None:
@@ -87,7 +92,7 @@ class VendorDispatcher:
         for _ in self._workers:
             await self._ready.put(None)
         await asyncio.gather(*self._workers, return_exceptions=True)
-        for channel in self._channels.values():
+        for channel, _, _ in self._channels.values():
             await channel.close()
         left = sum(len(q) for q in self._waiting.values())
         if left:
@@ -95,9 +100,11 @@ class VendorDispatcher:
 
     def forget_channel(self, app_pk: int, vendor: str) -> None:
         """Drop a cached channel so new settings take effect on the next send."""
-        channel = self._channels.pop((app_pk, vendor), None)
-        if channel is not None:
-            asyncio.get_running_loop().create_task(channel.close())
+        cached = self._channels.pop((app_pk, vendor), None)
+        if cached is not None:
+            task = asyncio.get_running_loop().create_task(cached[0].close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def submit(self, jobs: list[VendorJob]) -> None:
         for job in jobs:
@@ -134,15 +141,24 @@ class VendorDispatcher:
             await self._send(channel, batch)
 
     async def _channel(self, app_pk: int, vendor: str) -> VendorChannel:
-        channel = self._channels.get((app_pk, vendor))
-        if channel is None:
-            config = await self._load_config(app_pk, vendor)
-            if config is None:
-                raise ConfigError(
-                    f"no {vendor} settings for this app; set them with `openmps channel set`"
-                )
-            channel = channel_class(vendor).create(config)
-            self._channels[(app_pk, vendor)] = channel
+        """The app's channel, rebuilt when its stored settings changed (checked every 5 s)."""
+        key = (app_pk, vendor)
+        cached = self._channels.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[2] < SETTINGS_CHECK_S:
+            return cached[0]
+        config = await self._load_config(app_pk, vendor)
+        if config is None:
+            self.forget_channel(app_pk, vendor)
+            raise ConfigError(
+                f"no {vendor} settings for this app; set them with `openmps channel set`"
+            )
+        if cached is not None and cached[1] == config:
+            self._channels[key] = (cached[0], config, now)
+            return cached[0]
+        self.forget_channel(app_pk, vendor)
+        channel = channel_class(vendor).create(config)
+        self._channels[key] = (channel, config, now)
         return channel
 
     async def _send(self, channel: VendorChannel, batch: list[VendorJob]) -> None:
