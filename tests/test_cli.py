@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -212,9 +213,103 @@ def test_listen_refuses_negative_count() -> None:
 
 
 def test_status_of_unknown_task(tmp_path: Path) -> None:
-    result = openmps("status", "999999", "--json", "--data-dir", str(tmp_path / "data"))
+    data = tmp_path / "data"
+    assert openmps("app", "create", "shop", "--json", "--data-dir", str(data)).returncode == 0
+    result = openmps("status", "999999", "--json", "--data-dir", str(data))
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "error: no task 999999\n"
+    # Regression: an id beyond 64 bits crashed with OverflowError.
+    result = openmps("status", "99999999999999999999999", "--data-dir", str(data))
+    assert (result.returncode, result.stderr) == (1, "error: no task 99999999999999999999999\n")
+
+
+def test_status_with_a_mistyped_data_dir_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexist"
+    result = openmps("status", "1", "--data-dir", str(missing))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: no store at {missing / 'openmps.db'}; pass the --data-dir that `openmps serve` "
+        "uses (or --database-url)\n"
+    )
+    assert not missing.exists()
+
+
+def test_app_create_refuses_an_empty_name(tmp_path: Path) -> None:
+    result = openmps("app", "create", " ", "--data-dir", str(tmp_path / "data"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: the app needs a name, e.g. `openmps app create shop`\n"
+
+
+def test_listen_refuses_an_http_gateway_url() -> None:
+    result = openmps(
+        "device", "listen", "--app-id", "ONEX000000000000", "--gateway", "http://127.0.0.1:8081/v1"
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: --gateway must be a ws:// or wss:// URL, got 'http://127.0.0.1:8081/v1'\n"
+    )
+
+
+def test_serve_refuses_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "openmps",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=60,
+            check=False,
+        )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.endswith(
+        f"error: cannot listen on 127.0.0.1:{port} for the API: Address already in use. Is "
+        "another process using it? Choose another with --port / OPENMPS_PORT.\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = openmps("serve", "--port", "0", "--gateway-port", "0", "--data-dir", str(afile))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr.endswith(
+            f"error: cannot open the store: cannot use {afile} as the data directory: File exists. "
+            "Pass a writable directory with --data-dir.\n"
+        )
+        or "as the data directory" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    env = {**cli_env(), "OPENMPS_CONFIG": str(tmp_path / "nope.toml")}
+    result = subprocess.run(
+        [sys.executable, "-m", "openmps", "serve", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: invalid setting: OPENMPS_CONFIG names '{tmp_path / 'nope.toml'}', which is not "
+        "a file; point it at a TOML file or unset it\n"
+    )
 
 
 def test_status_needs_a_number(tmp_path: Path) -> None:

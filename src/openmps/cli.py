@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from openmps.errors import OpenMPSError
+from openmps.errors import OpenMPSError, StoreError
 from openmps.settings import Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="openmps: Mobile Push Service")
@@ -88,9 +88,17 @@ def serve(
         raise typer.Exit(2) from None
 
 
-async def _open_store(settings: Settings) -> Any:
+async def _open_store(settings: Settings, *, create: bool = False) -> Any:
+    """The store; unless ``create``, a SQLite file that does not exist yet is an error."""
     from openmps.store import Store
 
+    if not create and not settings.database_url:
+        path = settings.data_dir / "openmps.db"
+        if not path.is_file():
+            raise StoreError(
+                f"no store at {path}; pass the --data-dir that `openmps serve` uses "
+                "(or --database-url)"
+            )
     return await Store.open(settings.sqlalchemy_url)
 
 
@@ -104,10 +112,13 @@ def app_create(
     """Create an app with one access key; prints the secret once."""
     from openmps.apps import create_app
 
+    if not name.strip():
+        typer.echo("error: the app needs a name, e.g. `openmps app create shop`", err=True)
+        raise typer.Exit(2)
     settings = _settings(data_dir=data_dir, database_url=database_url)
 
     async def go() -> dict[str, str]:
-        store = await _open_store(settings)
+        store = await _open_store(settings, create=True)
         try:
             return (await create_app(store, name)).as_json()
         finally:
@@ -165,6 +176,9 @@ def status(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Show one row per target of a task: device, channel and status code."""
+    if not 0 < task_id < 2**63:
+        typer.echo(f"error: no task {task_id}", err=True)
+        raise typer.Exit(1)
     settings = _settings(data_dir=data_dir, database_url=database_url)
 
     async def go() -> list[dict[str, Any]] | None:
@@ -217,6 +231,12 @@ def device_listen(
         raise typer.Exit(2)
     if count < 0:
         typer.echo("error: --count must be 0 or more", err=True)
+        raise typer.Exit(2)
+    if not gateway.startswith(("ws://", "wss://")):
+        typer.echo(f"error: --gateway must be a ws:// or wss:// URL, got {gateway!r}", err=True)
+        raise typer.Exit(2)
+    if not api.startswith(("http://", "https://")):
+        typer.echo(f"error: --api must be an http:// or https:// URL, got {api!r}", err=True)
         raise typer.Exit(2)
 
     def out(obj: dict[str, Any], text: str) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Generator
 
 import uvicorn
 
+from openmps.apps import AppCredentials
+from openmps.errors import ConfigError
 from openmps.runtime import Runtime
 from openmps.settings import Settings
 from openmps.web import build_app
@@ -50,26 +54,57 @@ def _banner(settings: Settings, gateway_port: int) -> str:
     )
 
 
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _listen(host: str, port: int, what: str, option: str) -> socket.socket:
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} for the {what}: {_reason(exc)}. Is another "
+            f"process using it? Choose another with {option}."
+        ) from None
+
+
+def _print_credentials(first: AppCredentials) -> None:
+    # Shown once, on the empty store's first start: the secret is not printed again.
+    print("Created the default app. Keep these; the secret is not shown again:")
+    for name, value in (
+        ("AppId", first.app_id),
+        ("WorkspaceId", first.workspace_id),
+        ("AccessKeyId", first.access_key_id),
+        ("AccessKeySecret", first.access_key_secret),
+    ):
+        print(f"  {name:<16} {value}")
+
+
 async def serve(settings: Settings) -> None:
-    runtime = await Runtime.open(settings)
-    first = await runtime.first_app()
+    api, gateway = (settings.host, settings.port), (settings.gateway_host, settings.gateway_port)
+    if api == gateway and settings.port != 0:
+        raise ConfigError(
+            f"the API and the gateway cannot share {settings.host}:{settings.port}; "
+            "give them different ports (--port, --gateway-port)"
+        )
+    api_socket = _listen(settings.host, settings.port, "API", "--port / OPENMPS_PORT")
+    try:
+        runtime = await Runtime.open(settings)
+    except BaseException:
+        api_socket.close()
+        raise
+    try:
+        await runtime.start()
+        first = await runtime.first_app()
+    except BaseException:
+        api_socket.close()
+        await runtime.stop()
+        raise
     if first is not None:
-        # Shown once, on the empty store's first start: the secret is not stored anywhere
-        # the service would print it again.
-        print("Created the default app. Keep these; the secret is not shown again:")
-        for name, value in (
-            ("AppId", first.app_id),
-            ("WorkspaceId", first.workspace_id),
-            ("AccessKeyId", first.access_key_id),
-            ("AccessKeySecret", first.access_key_secret),
-        ):
-            print(f"  {name:<16} {value}")
-    await runtime.start()
+        _print_credentials(first)
     assert runtime.gateway_port is not None
     config = uvicorn.Config(
         build_app(runtime),
-        host=settings.host,
-        port=settings.port,
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -78,11 +113,9 @@ async def serve(settings: Settings) -> None:
     server = _Server(config)
     print(_banner(settings, runtime.gateway_port), flush=True)
     try:
-        await server.serve()
+        await server.serve(sockets=[api_socket])
     finally:
         await runtime.stop()
-    if not server.started:
-        raise SystemExit(f"the API could not listen on {settings.host}:{settings.port}")
 
 
 def run(settings: Settings) -> None:
@@ -91,6 +124,7 @@ def run(settings: Settings) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         import uvloop
 

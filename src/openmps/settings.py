@@ -7,13 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class _ConfigFileMissing(ValueError):
+    pass
 
 
 class Settings(BaseSettings):
@@ -79,11 +83,36 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("OPENMPS_CONFIG")
         if config_file:
+            if not Path(config_file).is_file():
+                raise _ConfigFileMissing(
+                    f"OPENMPS_CONFIG names {config_file!r}, which is not a file; point it at a "
+                    "TOML file or unset it"
+                )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings with CLI overrides applied; an override of None means "not given"."""
+    """Settings with CLI overrides applied; an override of None means "not given".
+
+    Raises ValueError with one line per bad setting, naming its option, environment
+    variable and the config file when there is one.
+    """
     given = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        source = os.environ.get("OPENMPS_CONFIG")
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            where = f"--{name.replace('_', '-')} / OPENMPS_{name.upper()}"
+            if source:
+                where += f" / {name} in {source}"
+            lines.append(f"{name} ({where}): {error['msg']}, got {error.get('input')!r}")
+        raise ValueError("; ".join(lines)) from None
+    except _ConfigFileMissing as exc:
+        raise ValueError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        source = os.environ.get("OPENMPS_CONFIG")
+        raise ValueError(f"{source}: {exc}" if source else str(exc)) from None
