@@ -317,7 +317,7 @@ async def test_unimplemented_action_is_not_supported(tenant: Tenant) -> None:
 
 # --- business refusals: HTTP 200, envelope A, nothing stored ---------------------------------
 
-JSON_HINT = "TargetMsgkey must be a JSON object of string keys to string or number values"
+JSON_HINT = "TargetMsgkey must be a JSON object of string keys to string, number or boolean values"
 
 BAD_PUSHES: list[Any] = [
     pytest.param({"title": None}, 3024, "PAYLOAD_NOT_ENOUGH", "Title is required", id="no-title"),
@@ -416,7 +416,64 @@ BAD_PUSHES: list[Any] = [
         "TargetMsgkey has no target",
         id="empty-target-msgkey",
     ),
+    # Regressions from a new-user trial: these were stored before.
+    pytest.param(
+        {"target_msgkey": '{"eve\\u0000":"k"}'},
+        3028,
+        "INVALID_PARAM",
+        "a target or msgKey in TargetMsgkey contains a control character",
+        id="control-character-target",
+    ),
+    pytest.param(
+        {"target_msgkey": '{"carol":1e400}'},
+        3028,
+        "INVALID_PARAM",
+        f'{JSON_HINT}: the value of "carol" is too large a number',
+        id="infinite-msg-key",
+    ),
 ]
+
+
+async def test_oversized_bind_and_report_fields_refused(tenant: Tenant) -> None:
+    sdk = tenant.sdk()
+    creds = await tenant.register()
+    common = {
+        "app_id": tenant.app_id,
+        "workspace_id": tenant.workspace_id,
+        "delivery_token": creds.delivery_token,
+    }
+    bound = await sdk.push_bind_async(
+        models.PushBindRequest(**common, os_type=1, user_id="u", phone_number="1" * 33)
+    )
+    assert_refused(bound.body, 3028, "INVALID_PARAM", "PhoneNumber is longer than 32 characters")
+    reported = await sdk.push_report_async(
+        models.PushReportRequest(**common, os_type=1, model="m" * 257)
+    )
+    assert_refused(reported.body, 3028, "INVALID_PARAM", "Model is longer than 256 characters")
+    reported = await sdk.push_report_async(
+        models.PushReportRequest(
+            **common, os_type=1, third_channel=6, third_channel_device_token="t" * 513
+        )
+    )
+    assert_refused(
+        reported.body,
+        3028,
+        "INVALID_PARAM",
+        "ThirdChannelDeviceToken is longer than 512 characters",
+    )
+    state = await sdk.push_query_device_state_async(
+        models.PushQueryDeviceStateRequest(
+            app_id=tenant.app_id,
+            workspace_id=tenant.workspace_id,
+            target=creds.delivery_token,
+            target_type=1,
+        )
+    )
+    assert (state.body.data.manufacturer, state.body.data.third_token, state.body.data.user_id) == (
+        "",
+        "",
+        "",
+    )
 
 
 @pytest.mark.parametrize(("overrides", "code", "name", "detail"), BAD_PUSHES)

@@ -188,7 +188,7 @@ def test_unflatten_mixed_numeric_and_named_keys_is_a_dict() -> None:
 
 # --- json_map ---------------------------------------------------------------------------------
 
-WHAT = "ExtendedParams must be a JSON object of string keys to string or number values"
+WHAT = "ExtendedParams must be a JSON object of string keys to string, number or boolean values"
 
 
 def test_json_map_ok() -> None:
@@ -213,7 +213,7 @@ def test_json_map_typographic_quotes_are_refused() -> None:
     assert _business(exc_info) == (
         3028,
         "INVALID_PARAM",
-        "TargetMsgkey must be a JSON object of string keys to string or number values: it "
+        "TargetMsgkey must be a JSON object of string keys to string, number or boolean values: it "
         'contains typographic quotes (“ ”); use ASCII double quotes (") instead',
     )
 
@@ -329,3 +329,15 @@ def test_get_str_required_missing(form: dict[str, str]) -> None:
     with pytest.raises(BusinessError) as exc_info:
         get_str(form, "TaskName", required=True, missing=(3019, "TASKNAME_NULL"))
     assert _business(exc_info) == (3019, "TASKNAME_NULL", "TaskName is required")
+
+
+def test_json_map_refuses_a_number_too_large_to_keep() -> None:
+    # Regression: {"carol": 1e400} was stored with the msgKey "Infinity".
+    with pytest.raises(BusinessError) as caught:
+        json_map({"TargetMsgkey": '{"carol":1e400}'}, "TargetMsgkey")
+    assert (caught.value.result_code, caught.value.name, caught.value.detail) == (
+        3028,
+        "INVALID_PARAM",
+        "TargetMsgkey must be a JSON object of string keys to string, number or boolean values: "
+        'the value of "carol" is too large a number',
+    )

@@ -18,6 +18,9 @@ from openmps.statuses import DEVICE_NOT_ONLINE
 from openmps.store import Binding, Delivery, Device, Message, Store
 
 PLATFORMS = ("android", "ios")
+MAX_PHONE_CHARS = 32  # PushBind PhoneNumber (E.164 needs 16)
+MAX_VENDOR_TOKEN_CHARS = 512  # PushReport ThirdChannelDeviceToken
+MAX_REPORT_FIELD_CHARS = 256  # every other PushReport field (Model, Imei, AppVersion, ...)
 # Our OsType values (the public MPS docs publish none): they mirror DeliveryType.
 OS_TYPES = {1: "android", 2: "ios", 7: "harmonyos"}
 
@@ -112,6 +115,19 @@ class Devices:
         third_token: str | None,
         extra: dict[str, Any],
     ) -> None:
+        if third_token is not None and len(third_token) > MAX_VENDOR_TOKEN_CHARS:
+            raise BusinessError(
+                3028,
+                "INVALID_PARAM",
+                f"ThirdChannelDeviceToken is longer than {MAX_VENDOR_TOKEN_CHARS} characters",
+            )
+        for name, value in extra.items():
+            if len(str(value)) > MAX_REPORT_FIELD_CHARS:
+                raise BusinessError(
+                    3028,
+                    "INVALID_PARAM",
+                    f"{name} is longer than {MAX_REPORT_FIELD_CHARS} characters",
+                )
         device = await self._device(app_pk, token)
         async with self._store.write() as session:
             await session.execute(
@@ -137,6 +153,10 @@ class Devices:
             raise BusinessError(3012, "NEED_USERID", "UserId is required")
         if len(user_id) > 128:
             raise BusinessError(3028, "INVALID_PARAM", "UserId is longer than 128 characters")
+        if phone is not None and len(phone) > MAX_PHONE_CHARS:
+            raise BusinessError(
+                3028, "INVALID_PARAM", f"PhoneNumber is longer than {MAX_PHONE_CHARS} characters"
+            )
         device = await self._device(app_pk, token)
         now = datetime.now(UTC)
         async with self._store.write() as session:

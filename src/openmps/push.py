@@ -145,6 +145,12 @@ def _validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
     for target, key in req.targets.items():
         if not target.strip() or not str(key).strip():
             raise BusinessError(3028, "INVALID_PARAM", "TargetMsgkey has an empty target or msgKey")
+        if not (target + str(key)).isprintable():
+            raise BusinessError(
+                3028,
+                "INVALID_PARAM",
+                "a target or msgKey in TargetMsgkey contains a control character",
+            )
         if len(target) > MAX_ID_CHARS or len(str(key)) > MAX_ID_CHARS:
             raise BusinessError(
                 3028,

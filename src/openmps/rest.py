@@ -12,7 +12,7 @@ import binascii
 import hmac
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -21,6 +21,26 @@ from openmps.errors import BusinessError
 from openmps.runtime import Runtime
 
 router = APIRouter()
+
+
+class RestError(Exception):
+    """A REST refusal, answered as ``{"error": ..., "message": ...}`` with its status."""
+
+    def __init__(
+        self, status: int, error: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.headers = headers
+
+
+async def rest_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RestError)
+    return JSONResponse(
+        {"error": exc.error, "message": exc.message}, status_code=exc.status, headers=exc.headers
+    )
 
 
 def _runtime(request: Request) -> Runtime:
@@ -32,12 +52,10 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 async def _owner(request: Request, runtime: RuntimeDep) -> KeyOwner:
-    unauthorized = HTTPException(
+    unauthorized = RestError(
         401,
-        {
-            "error": "unauthorized",
-            "message": "send HTTP Basic auth: AccessKeyId as user, AccessKeySecret as password",
-        },
+        "unauthorized",
+        "send HTTP Basic auth: AccessKeyId as user, AccessKeySecret as password",
         headers={"WWW-Authenticate": 'Basic realm="openmps"'},
     )
     header = request.headers.get("authorization", "")

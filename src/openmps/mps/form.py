@@ -12,6 +12,7 @@ counts as absent.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -204,7 +205,7 @@ def json_map(
     text = form.get(key)
     if text is None or not text.strip():
         return None
-    what = f"{key} must be a JSON object of string keys to string or number values"
+    what = f"{key} must be a JSON object of string keys to string, number or boolean values"
     try:
         decoded = json.loads(
             text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
@@ -225,6 +226,9 @@ def json_map(
     for name, value in decoded.items():
         if isinstance(value, str):
             out[name] = value
+        elif isinstance(value, float) and not math.isfinite(value):
+            shown = json.dumps(name, ensure_ascii=False)
+            raise _invalid(f"{what}: the value of {shown} is too large a number")
         elif isinstance(value, bool | int | float):
             out[name] = json.dumps(value)
         else:
