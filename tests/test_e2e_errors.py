@@ -512,10 +512,17 @@ async def test_reused_msg_key_refused_and_first_push_unchanged(tenant: Tenant) -
         again.body,
         3028,
         "INVALID_PARAM",
-        "a msgKey in TargetMsgkey was already used for that target in this app; "
-        "msgKeys must be unique",
+        "a msgKey in TargetMsgkey was already used for that target in this app by a different "
+        "push; msgKeys must be unique (an exact repeat of a push answers its first task id)",
     )
     assert await task_rows(tenant, task_id) == before
+    assert await stored_counts(tenant) == (1, 1, 1)
+
+    # Regression: a client whose first answer was lost (the server died after the commit)
+    # retried the same push and got 3028. An exact repeat answers the first task id and
+    # stores nothing more.
+    repeat = await sdk.push_simple_async(push_request(tenant))
+    assert (repeat.body.result_code, repeat.body.push_result.data) == ("OK", task_id)
     assert await stored_counts(tenant) == (1, 1, 1)
 
     # The same msgKey for another target is a different message: accepted.

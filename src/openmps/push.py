@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from openmps.channels.base import Outbound
 from openmps.dispatch import AnyJob, Dispatcher, Job, message_body, message_frame
@@ -281,17 +281,25 @@ class Pushes:
         now = datetime.now(UTC)
         out: list[tuple[int, list[AnyJob]] | BusinessError | None] = []
         async with self._store.write() as session:
-            taken = await _used_keys(session, batch)
+            stored = await _used_keys(session, batch)
+            taken = set(stored)
             accepted: list[_Intake] = []
             for entry in batch:
                 keys = {(entry.app_pk, key, target) for target, key in entry.push.targets.items()}
                 if keys & taken:
+                    replay = None
+                    if keys <= stored.keys():
+                        replay = await _replay_of(session, entry.push, [stored[k] for k in keys])
+                    if replay is not None:
+                        out.append((replay, []))
+                        continue
                     out.append(
                         BusinessError(
                             3028,
                             "INVALID_PARAM",
                             "a msgKey in TargetMsgkey was already used for that target in this "
-                            "app; msgKeys must be unique",
+                            "app by a different push; msgKeys must be unique (an exact repeat of "
+                            "a push answers its first task id)",
                         )
                     )
                     continue
@@ -606,18 +614,46 @@ class Pushes:
         return count
 
 
-async def _used_keys(session: Any, batch: list[_Intake]) -> set[tuple[int, str, str]]:
-    """(app, msgKey, target) triples of the batch that are already stored."""
+Stored = dict[tuple[int, str, str], tuple[int, int, dict[str, Any]]]
+
+
+async def _used_keys(session: Any, batch: list[_Intake]) -> Stored:
+    """(app, msgKey, target) of the batch already stored -> (task, delivery type, payload)."""
     apps = {e.app_pk for e in batch}
     keys = {key for e in batch for key in e.push.targets.values()}
     rows = (
         await session.execute(
-            select(Message.app_pk, Message.msg_key, Message.target).where(
-                Message.app_pk.in_(apps), Message.msg_key.in_(keys)
-            )
+            select(
+                Message.app_pk,
+                Message.msg_key,
+                Message.target,
+                Message.task_pk,
+                Message.delivery_type,
+                Message.payload,
+            ).where(Message.app_pk.in_(apps), Message.msg_key.in_(keys))
         )
     ).all()
-    return {(app_pk, key, target) for app_pk, key, target in rows}
+    return {(a, k, t): (task, dt, payload) for a, k, t, task, dt, payload in rows}
+
+
+async def _replay_of(
+    session: Any, push: _Validated, stored: list[tuple[int, int, dict[str, Any]]]
+) -> int | None:
+    """The task this push repeats exactly (same targets, msgKeys and content), if any.
+
+    A client that lost the answer to a push (a timeout, a dropped connection) can send it again
+    and gets the first push's task id, instead of a refusal or a second message.
+    """
+    tasks = {task for task, _, _ in stored}
+    if len(tasks) != 1:
+        return None
+    if any(dt != push.delivery_type or payload != push.payload for _, dt, payload in stored):
+        return None
+    (task_pk,) = tasks
+    count = await session.scalar(
+        select(func.count()).select_from(Message).where(Message.task_pk == task_pk)
+    )
+    return task_pk if count == len(push.targets) else None
 
 
 _ROUTE_COLUMNS = (Device.id, Device.platform, Device.third_channel, Device.third_token)
