@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from alibabacloud_mpaas20201028 import models
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from openmps.channels.registry import THIRD_CHANNELS
+from openmps.fakes.apns import FakeAPNs
 from openmps.fakes.base import Rule, Scenario
 from openmps.fakes.huawei import FakeHuawei
 from openmps.fakes.oppo import FakeOPPO
@@ -57,6 +61,7 @@ class Vendor:
     settings: dict[str, str]
     base_url: str
     token: Callable[[int], str]  # a device token this vendor accepts, numbered
+    platform: str = "android"
 
     @property
     def scenario(self) -> Scenario:
@@ -79,9 +84,36 @@ def vendors() -> Iterator[dict[str, Vendor]]:
     xiaomi = FakeXiaomi(apps={"mi-secret-e2e": "com.example.app"})
     oppo = FakeOPPO(app_key="oppo-key-e2e", master_secret="oppo-master-e2e")
     vivo = FakeVivo(app_id=10004, app_key="vivo-key-e2e", app_secret="vivo-secret-e2e")
-    for fake in (huawei, xiaomi, oppo, vivo):
+    apns = FakeAPNs()
+    apns_key = ec.generate_private_key(ec.SECP256R1())
+    apns.add_key(
+        "TEAM123456",
+        "KEY1234567",
+        apns_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
+    )
+    apns_private = apns_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    fakes = (huawei, xiaomi, oppo, vivo, apns)
+    for fake in fakes:
         host.run(fake.start())
     made = {
+        "apns": Vendor(
+            "apns",
+            apns,
+            {
+                "team_id": "TEAM123456",
+                "key_id": "KEY1234567",
+                "private_key": apns_private,
+                "topic": "com.example.app",
+                "ca_pem": apns.cert_pem,
+            },
+            apns.url,
+            lambda n: f"{n:064x}",
+            platform="ios",
+        ),
         "hms": Vendor(
             "hms",
             huawei,
@@ -112,7 +144,7 @@ def vendors() -> Iterator[dict[str, Vendor]]:
         ),
     }
     yield made
-    for fake in (huawei, xiaomi, oppo, vivo):
+    for fake in fakes:
         host.run(fake.stop())
     host.close()
 
@@ -142,14 +174,14 @@ async def use_vendor(tenant: Tenant, vendor: Vendor) -> None:
 
 async def vendor_device(tenant: Tenant, vendor: Vendor) -> tuple[str, str]:
     """A device with a token of this vendor reported: (delivery token, vendor token)."""
-    creds = await tenant.register("android")
+    creds = await tenant.register(vendor.platform)
     token = vendor.token(next(_numbers))
     reported = await tenant.sdk().push_report_async(
         models.PushReportRequest(
             app_id=tenant.app_id,
             workspace_id=tenant.workspace_id,
             delivery_token=creds.delivery_token,
-            os_type=1,
+            os_type=2 if vendor.platform == "ios" else 1,
             third_channel=THIRD_CHANNEL[vendor.key],
             third_channel_device_token=token,
         )
@@ -159,6 +191,7 @@ async def vendor_device(tenant: Tenant, vendor: Vendor) -> tuple[str, str]:
 
 
 async def push_to(tenant: Tenant, targets: dict[str, str], *, delivery_type: int = 1) -> str:
+    """PushSimple to device tokens (DeliveryType 1 or 2) or users (3); returns the task id."""
     response = await tenant.sdk().push_simple_async(
         models.PushSimpleRequest(
             app_id=tenant.app_id,
@@ -190,14 +223,14 @@ async def settled(tenant: Tenant, task_id: str, count: int = 1) -> list[dict[str
     return rows
 
 
-@pytest.mark.parametrize("key", ["hms", "xiaomi", "oppo", "vivo"])
+@pytest.mark.parametrize("key", ["apns", "hms", "xiaomi", "oppo", "vivo"])
 async def test_push_goes_through_the_vendor_and_is_acked(
     tenant: Tenant, vendors: dict[str, Vendor], key: str
 ) -> None:
     vendor = vendors[key]
     await use_vendor(tenant, vendor)
     device, token = await vendor_device(tenant, vendor)
-    task_id = await push_to(tenant, {device: "k-ok"})
+    task_id = await push_to(tenant, {device: "k-ok"}, delivery_type=_type(vendor))
     [row] = await settled(tenant, task_id)
     assert (
         row["channel"],
@@ -207,7 +240,49 @@ async def test_push_goes_through_the_vendor_and_is_acked(
         row["final"],
         row["detail"],
     ) == (key, "common", 2, "Acked", True, None)
-    assert any(token in json.dumps(item.body) for item in list(vendor.fake.received.items))
+    # The fake got it: APNs carries the token in the path, the others in the body.
+    assert any(
+        token in item.path or token in json.dumps(item.body)
+        for item in list(vendor.fake.received.items)
+    )
+
+
+def _type(vendor: Vendor) -> int:
+    return 2 if vendor.platform == "ios" else 1
+
+
+# How to make the fake APNs answer each seed row (the others answer FakeX.error(code)).
+APNS_REASONS = {
+    2001: "PayloadEmpty",
+    2002: "PayloadTooLarge",
+    2003: "BadTopic",
+    2004: "TopicDisallowed",
+    2005: "BadMessageId",
+    2006: "BadExpirationDate",
+    2007: "BadPriority",
+    2008: "MissingDeviceToken",
+    2009: "BadDeviceToken",
+    2010: "DeviceTokenNotForTopic",
+    2011: "Unregistered",
+    2013: "BadCertificateEnvironment",
+    2014: "BadCertificate",
+    2023: "MissingTopic",
+}
+
+
+def rule_for(vendor: Vendor, code: int) -> Rule:
+    if vendor.key != "apns":
+        rule: Rule = type(vendor.fake).error(code)
+        return rule
+    if code == 2024:
+        return Rule(action="close")  # the connection drops before an answer
+    return FakeAPNs.error(APNS_REASONS[code])
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 SEED_ROWS = [
@@ -227,10 +302,19 @@ async def test_every_vendor_seed_row_is_stored_exactly(
     tenant: Tenant, vendors: dict[str, Vendor], key: str, code: int
 ) -> None:
     vendor = vendors[key]
+    if (key, code) == ("apns", 2025):
+        # Nothing listens where the settings point: no connection can be opened.
+        vendor = Vendor(
+            "apns",
+            vendor.fake,
+            vendor.settings,
+            f"https://127.0.0.1:{unused_port()}",
+            vendor.token,
+            "ios",
+        )
     await use_vendor(tenant, vendor)
     device, token = await vendor_device(tenant, vendor)
-    rule: Rule = type(vendor.fake).error(code)
-    vendor.scenario.set(rule, token=token)
+    vendor.scenario.set(rule_for(vendor, code), token=token)
     if (key, code) == ("hms", 80100000):
         # A partial failure: Huawei names the bad token among good ones in one request.
         good, _ = await vendor_device(tenant, vendor)
@@ -249,7 +333,7 @@ async def test_every_vendor_seed_row_is_stored_exactly(
         by_device = {r["device"]: (r["status_channel"], r["status_code"]) for r in rows}
         assert by_device == {device: (key, code), good: ("common", 2)}
         return
-    task_id = await push_to(tenant, {device: "k-row"})
+    task_id = await push_to(tenant, {device: "k-row"}, delivery_type=_type(vendor))
     [row] = await settled(tenant, task_id)
     assert (row["channel"], row["status_channel"], row["status_code"]) == (key, key, code)
     expected_name = next(s.name for s in by_channel(key) if s.code == code)

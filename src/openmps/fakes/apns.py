@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -419,8 +419,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses; they have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         self.fake.connections_accepted += 1
         self.fake._connections.add(self)
         first = self.fake.streams_before_auth or self.fake.max_concurrent_streams
