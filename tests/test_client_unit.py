@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from openmps.client import (
     DeviceClient,
@@ -138,28 +139,32 @@ async def test_hello_frame_is_exact_and_welcome_is_consumed() -> None:
     assert json.loads(raw) == HELLO
 
 
-async def test_duplicate_is_yielded_once_and_acked_twice() -> None:
+async def test_duplicate_is_yielded_once_and_acked_again() -> None:
     acks: list[dict[str, Any]] = []
     acks_done = asyncio.Event()
 
     async def handler(ws: ServerConnection) -> None:
         assert await read_frame(ws) == HELLO
-        for frame in (WELCOME, msg_frame("A"), msg_frame("A"), msg_frame("B")):
-            await send_frame(ws, frame)
-        for _ in range(3):
-            acks.append(await read_frame(ws))
+        await send_frame(ws, WELCOME)
+        await send_frame(ws, msg_frame("A"))
+        acks.append(await read_frame(ws))  # on a quiet link an auto-ack goes out at once
+        await send_frame(ws, msg_frame("A"))  # again, as if that ack had been lost
+        await send_frame(ws, msg_frame("B"))
+        acks.append(await read_frame(ws))  # the two that came together: one frame
         acks_done.set()
         await ws.wait_closed()
 
-    async with fake_gateway(handler) as url, DeviceClient(url, CREDS) as client:
+    async with (
+        fake_gateway(handler) as url,
+        DeviceClient(url, CREDS, ack_interval_s=0.3) as client,
+    ):
         messages = await take(client, 2)
         await asyncio.wait_for(acks_done.wait(), STEP_S)
 
     assert messages == [expected_message("A"), expected_message("B")]
     assert acks == [
         {"type": "ack", "ids": ["A"]},
-        {"type": "ack", "ids": ["A"]},
-        {"type": "ack", "ids": ["B"]},
+        {"type": "ack", "ids": ["A", "B"]},
     ]
 
 
@@ -199,6 +204,7 @@ async def test_reconnects_after_drop_and_gets_pending_message(
         await client.close()
 
     assert messages == [expected_message("pending-1")]
+    assert client.reconnects == 1
     assert hellos == [HELLO, HELLO]
     assert acks == [{"type": "ack", "ids": ["pending-1"]}]
     reconnect_logs = [r.getMessage() for r in caplog.records if "reconnect attempt" in r.message]
@@ -460,3 +466,70 @@ async def test_register_unreachable_api_raises_registration_error() -> None:
 async def test_register_rejects_unknown_platform() -> None:
     with pytest.raises(ValueError, match="platform must be one of"):
         await register("http://127.0.0.1:9", app_id="A", workspace_id="W", platform="web")
+
+
+async def test_auto_acks_of_a_burst_are_coalesced() -> None:
+    # The trial's failure: one ack frame per message made a device with a backlog of 1000
+    # exceed the gateway's burst of 200 frames and get closed with 4008 again and again.
+    ids = [str(n) for n in range(600)]
+    frames: list[dict[str, Any]] = []
+    all_acked = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await read_frame(ws)
+        await send_frame(ws, WELCOME)
+        for message_id in ids:
+            await send_frame(ws, msg_frame(message_id))
+        acked = 0
+        while acked < len(ids):
+            frames.append(await read_frame(ws))
+            acked += len(frames[-1]["ids"])
+        all_acked.set()
+        await ws.wait_closed()
+
+    async with (
+        fake_gateway(handler) as url,
+        DeviceClient(url, CREDS, ack_interval_s=0.5) as client,
+    ):
+        messages = await take(client, len(ids))
+        await asyncio.wait_for(all_acked.wait(), STEP_S)
+
+    assert [m.id for m in messages] == ids
+    assert [frame["type"] for frame in frames] == ["ack"] * len(frames)
+    assert [message_id for frame in frames for message_id in frame["ids"]] == ids
+    assert max(len(frame["ids"]) for frame in frames) <= 256
+    # The first id at once, then full frames of 256, then the rest when its time comes.
+    assert len(frames) <= 4, [len(frame["ids"]) for frame in frames]
+
+
+async def test_auto_acks_not_sent_yet_go_out_before_close() -> None:
+    frames: list[dict[str, Any]] = []
+    close_codes: list[int | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await read_frame(ws)
+        await send_frame(ws, WELCOME)
+        await send_frame(ws, msg_frame("1"))
+        frames.append(await read_frame(ws))  # at once: the link was quiet
+        await send_frame(ws, msg_frame("2"))
+        await send_frame(ws, msg_frame("3"))
+        try:
+            while True:
+                frames.append(await read_frame(ws))
+        except ConnectionClosed as closed:
+            close_codes.append(closed.rcvd.code if closed.rcvd is not None else None)
+
+    async with fake_gateway(handler) as url:
+        # With a 60 s interval the acks of 2 and 3 would wait long: close() must send them.
+        async with DeviceClient(url, CREDS, ack_interval_s=60.0) as client:
+            messages = await take(client, 3)
+        await asyncio.sleep(0.1)  # let the handler see the close
+
+    assert [m.id for m in messages] == ["1", "2", "3"]
+    assert frames == [{"type": "ack", "ids": ["1"]}, {"type": "ack", "ids": ["2", "3"]}]
+    assert close_codes == [1000]
+
+
+async def test_ack_interval_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="ack_interval_s"):
+        DeviceClient("ws://127.0.0.1:9/v1", CREDS, ack_interval_s=-1.0)

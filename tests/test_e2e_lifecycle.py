@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from alibabacloud_mpaas20201028 import models
-from sqlalchemy import select
+from sqlalchemy import func, select
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openmps.client import DeviceClient, DeviceCredentials, PushMessage
 from openmps.store import Delivery, Device, Message, Store
@@ -157,7 +158,7 @@ async def raw_session(tenant: Tenant, creds: DeviceCredentials) -> ClientConnect
     """A raw websockets connection that has said hello and got its welcome."""
     ws = await connect(tenant.server.gateway_url, compression=None)
     await ws.send(hello(creds))
-    assert await recv_frame(ws) == {"type": "welcome", "v": 1, "heartbeat_s": 20.0}
+    assert await recv_frame(ws) == {"type": "welcome", "v": 1, "heartbeat_s": 20}
     return ws
 
 
@@ -733,10 +734,8 @@ async def test_task_status_auth(tenant: Tenant) -> None:
     other = await new_tenant(tenant.server)
     url = f"{tenant.server.api_url}/v1/tasks/{task_id}"
     unauthorized = {
-        "detail": {
-            "error": "unauthorized",
-            "message": "send HTTP Basic auth: AccessKeyId as user, AccessKeySecret as password",
-        }
+        "error": "unauthorized",
+        "message": "send HTTP Basic auth: AccessKeyId as user, AccessKeySecret as password",
     }
     async with httpx.AsyncClient() as http:
         anonymous = await http.get(url)
@@ -760,4 +759,200 @@ async def test_task_status_auth(tenant: Tenant) -> None:
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert await task_rows(tenant, task_id) == [
         row("someone", "k-auth", None, 1, "NoBindInfo", final=False)
+    ]
+
+
+# --- a device coming back to a large backlog ------------------------------------------------
+
+
+async def acked_deliveries(tenant: Tenant, pk: int) -> int:
+    """How many of the device's deliveries have status 2 (Acked)."""
+    store = await Store.open(tenant.server.db_url, migrate=False)
+    try:
+        async with store.session() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.device_pk == pk, Delivery.code == 2)
+            )
+    finally:
+        await store.close()
+    return int(count or 0)
+
+
+async def test_backlog_of_1000_is_acked_without_rate_limit(tenant: Tenant) -> None:
+    # The trial's failure: one ack frame per message exceeded the gateway's burst of 200
+    # frames, so the device was closed with 4008 rate_limited four times and acking took ~36 s.
+    creds = await tenant.register("android")
+    token = creds.delivery_token
+    keys = [f"k-backlog-{i}" for i in range(1000)]
+    bound = asyncio.Semaphore(32)
+
+    async def push_one(key: str) -> str:
+        async with bound:
+            return await push(tenant, {token: key}, delivery_type=1)
+
+    await asyncio.gather(*(push_one(key) for key in keys))
+    pk = await device_pk(tenant, token)
+
+    async with tenant.device(creds) as device:
+        got: list[PushMessage] = []
+
+        async def read_all() -> None:
+            async for message in device:
+                got.append(message)
+                if len(got) == len(keys):
+                    return
+
+        await asyncio.wait_for(read_all(), 60.0)
+
+        async def all_acked() -> bool:
+            return await acked_deliveries(tenant, pk) == len(keys)
+
+        await eventually(all_acked, timeout_s=STEP_S, every_s=0.2)
+        assert device.is_connected
+        assert device.reconnects == 0  # never closed with 4008 (nor anything else)
+
+    assert sorted(m.msg_key for m in got) == sorted(keys)
+    assert len({m.id for m in got}) == len(keys)
+
+
+# --- gateway strictness: binary frames, hello, path, delivery ids --------------------------------
+
+BINARY_ERROR = {
+    "type": "error",
+    "code": "binary_frame",
+    "message": "binary frames are not supported; send JSON text",
+}
+
+
+async def test_gateway_binary_frame_before_hello(tenant: Tenant) -> None:
+    creds = await tenant.register("android")
+    async with connect(tenant.server.gateway_url, compression=None) as ws:
+        await ws.send(hello(creds).encode())  # a good hello, but as a binary frame
+        frames, code, reason = await until_closed(ws)
+    assert frames == [BINARY_ERROR]
+    assert (code, reason) == (1003, "binary_frame")
+
+
+async def test_gateway_binary_frame_after_hello(tenant: Tenant) -> None:
+    ws = await raw_session(tenant, await tenant.register("android"))
+    await ws.send(b'{"type":"ping"}')
+    frames, code, reason = await until_closed(ws)
+    assert frames == [BINARY_ERROR]
+    assert (code, reason) == (1003, "binary_frame")
+
+
+@pytest.mark.parametrize(
+    "version",
+    [True, 1.0, "1", None, [1], "missing"],
+    ids=["true", "float", "string", "null", "list", "missing"],
+)
+async def test_gateway_hello_version_must_be_the_integer_1(tenant: Tenant, version: object) -> None:
+    creds = await tenant.register("android")
+    frame = json.loads(hello(creds, v=version))
+    if version == "missing":
+        del frame["v"]
+    async with connect(tenant.server.gateway_url, compression=None) as ws:
+        await ws.send(json.dumps(frame))
+        frames, code, reason = await until_closed(ws)
+    assert frames == [
+        {
+            "type": "error",
+            "code": "bad_hello",
+            "message": "hello needs v: the protocol version, an integer",
+        }
+    ]
+    assert (code, reason) == (4001, "bad_hello")
+
+
+async def test_gateway_hello_other_integer_version(tenant: Tenant) -> None:
+    creds = await tenant.register("android")
+    async with connect(tenant.server.gateway_url, compression=None) as ws:
+        await ws.send(hello(creds, v=0))
+        frames, code, reason = await until_closed(ws)
+    assert [f["code"] for f in frames] == ["bad_version"]
+    assert (code, reason) == (4002, "bad_version")
+
+
+async def test_gateway_welcome_heartbeat_is_an_integer(tenant: Tenant) -> None:
+    creds = await tenant.register("android")
+    async with connect(tenant.server.gateway_url, compression=None) as ws:
+        await ws.send(hello(creds))
+        raw = await asyncio.wait_for(ws.recv(), STEP_S)
+    assert raw == '{"type": "welcome", "v": 1, "heartbeat_s": 20}'
+
+
+@pytest.mark.parametrize("path", ["/", "/v2", "/v1/extra", "/v10", "/V1"])
+async def test_gateway_refuses_other_paths_with_404(tenant: Tenant, path: str) -> None:
+    url = f"ws://127.0.0.1:{tenant.server.gateway_port}{path}"
+    with pytest.raises(InvalidStatus) as info:
+        await connect(url, compression=None)
+    response = info.value.response
+    assert response.status_code == 404
+    assert response.body == b"openmps device gateway: connect to /v1\n"
+
+
+@pytest.mark.parametrize("path", ["/v1/", "/v1?app=demo"])
+async def test_gateway_accepts_v1_with_slash_or_query(tenant: Tenant, path: str) -> None:
+    creds = await tenant.register("android")
+    url = f"ws://127.0.0.1:{tenant.server.gateway_port}{path}"
+    async with connect(url, compression=None) as ws:
+        await ws.send(hello(creds))
+        assert await recv_frame(ws) == {"type": "welcome", "v": 1, "heartbeat_s": 20}
+
+
+BAD_ID_ERROR = {
+    "type": "error",
+    "code": "bad_frame",
+    "message": "delivery ids (ack ids, opened id) are strings of digits",
+}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "ack", "ids": [1, 2]},
+        {"type": "ack", "ids": ["17", "x1"]},
+        {"type": "ack", "ids": ["\u00b2"]},  # a digit to str.isdigit, not to int()
+        {"type": "ack", "ids": [""]},
+        {"type": "ack", "ids": [None]},
+        {"type": "opened", "id": {"a": 1}},
+        {"type": "opened", "id": 17},
+        {"type": "opened", "id": "-17"},
+        {"type": "opened"},
+    ],
+    ids=[
+        "ack-numbers",
+        "ack-non-digit",
+        "ack-superscript",
+        "ack-empty",
+        "ack-null",
+        "opened-object",
+        "opened-number",
+        "opened-negative",
+        "opened-missing",
+    ],
+)
+async def test_gateway_malformed_delivery_ids(tenant: Tenant, frame: dict[str, Any]) -> None:
+    ws = await raw_session(tenant, await tenant.register("android"))
+    await ws.send(json.dumps(frame))
+    frames, code, reason = await until_closed(ws)
+    assert frames == [BAD_ID_ERROR]
+    assert (code, reason) == (4004, "bad_frame")
+
+
+async def test_gateway_ack_with_a_malformed_id_acks_nothing(tenant: Tenant) -> None:
+    creds = await tenant.register("android")
+    token = creds.delivery_token
+    task_id = await push(tenant, {token: "k-half-ack"}, delivery_type=1)
+    ws = await raw_session(tenant, creds)
+    message = await recv_frame(ws)
+    assert message["msg_key"] == "k-half-ack"
+    await ws.send(json.dumps({"type": "ack", "ids": [message["id"], 5]}))
+    frames, code, _ = await until_closed(ws)
+    assert (frames, code) == ([BAD_ID_ERROR], 4004)
+    await asyncio.sleep(0.2)  # longer than a status-writer flush (50 ms)
+    assert await task_rows(tenant, task_id) == [
+        row(token, "k-half-ack", token, 0, "DeviceNotOnlineOrNoResponse", final=False)
     ]

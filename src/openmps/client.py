@@ -21,8 +21,11 @@ once), then holds a WebSocket session open and iterates over its messages::
 
 The iterator yields each message once (the gateway may deliver one more than once), acks it
 when ``auto_ack`` is on, and reconnects with exponential backoff and full jitter when the link
-is lost. Closes that mean "do not come back" (bad credentials, replaced by another connection,
-a protocol violation) are raised as :class:`GatewayClosed`.
+is lost. Auto-acks are coalesced: the ids of messages that arrive together go out in as few
+``ack`` frames as possible (at most 256 ids each), so a device coming back to a large backlog
+stays well inside the gateway's frame rate limit. Closes that mean "do not come back" (bad
+credentials, replaced by another connection, a protocol violation) are raised as
+:class:`GatewayClosed`.
 
 Neither the device secret nor the full delivery token is ever logged.
 """
@@ -31,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable
@@ -323,15 +328,23 @@ class DeviceClient:
         backoff_max_s: float = 30.0,
         dedupe_window: int = 10_000,
         open_timeout_s: float = 10.0,
+        ack_interval_s: float = 0.05,
     ) -> None:
-        """Prepare a client; nothing is sent until :meth:`connect` or iteration."""
+        """Prepare a client; nothing is sent until :meth:`connect` or iteration.
+
+        ``ack_interval_s`` is the least time between two auto-ack frames (except full ones of
+        256 ids): ids that arrive meanwhile are gathered into the next frame. After a quiet
+        spell an auto-ack goes out at once, together with whatever arrived in the same burst.
+        """
         if backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
         if dedupe_window < 1:
             raise ValueError("dedupe_window must be at least 1")
+        if ack_interval_s < 0:
+            raise ValueError("ack_interval_s must not be negative")
         self._url = gateway_url  # ws:// or wss:// address of the gateway, e.g. ws://host:8081/v1
         self._credentials = credentials  # token and secret sent in hello
-        self._auto_ack = auto_ack  # ack each message (and each duplicate) as it arrives
+        self._auto_ack = auto_ack  # ack each message (and each duplicate), coalesced per burst
         self._reconnect = reconnect  # reconnect on transient loss instead of raising
         self._backoff_initial_s = backoff_initial_s  # ceiling of the first reconnect delay
         self._backoff_max_s = backoff_max_s  # largest ceiling of any reconnect delay
@@ -346,6 +359,12 @@ class DeviceClient:
         self._heartbeat_s: float | None = None  # server ping period from the last welcome
         self._session_started = 0.0  # loop time of the last welcome, to judge session health
         self._attempt = 0  # reconnect attempts since the last session that outlived backoff_max_s
+        self._reconnects = 0  # sessions lost by the iterator and followed by a reconnect
+        self._ack_interval_s = ack_interval_s  # least time between two timed auto-ack frames
+        self._ack_buffer: dict[str, None] = {}  # auto-acks not sent yet: an ordered set of ids
+        self._ack_timer: asyncio.TimerHandle | None = None  # when the buffer is sent next
+        self._ack_flusher: asyncio.Task[None] | None = None  # the task sending the buffer now
+        self._last_ack_flush = -math.inf  # loop time of the last timed auto-ack send
         self._wire_log = _QuietFrameLogger(logging.getLogger(f"{__name__}.wire"), {})  # no frames
 
     @property
@@ -366,6 +385,12 @@ class DeviceClient:
     def heartbeat_s(self) -> float | None:
         """The gateway's ping period from the last ``welcome``, None before the first."""
         return self._heartbeat_s
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the iterator lost its session to a transient close (e.g. 4008
+        rate_limited, 1001, a broken link) and went on to reconnect; 0 while none broke."""
+        return self._reconnects
 
     @property
     def revoked(self) -> set[str]:
@@ -433,7 +458,7 @@ class DeviceClient:
             kind = frame.get("type")
             if kind == "welcome":
                 heartbeat = frame.get("heartbeat_s")
-                if isinstance(heartbeat, int | float):
+                if isinstance(heartbeat, int | float) and not isinstance(heartbeat, bool):
                     self._heartbeat_s = float(heartbeat)
                 return
             if kind == "error":
@@ -505,12 +530,13 @@ class DeviceClient:
                 if isinstance(error, GatewayClosed) or not self._reconnect:
                     raise error from None
                 logger.info("%s", error)
+                self._reconnects += 1
                 lasted = asyncio.get_running_loop().time() - self._session_started
                 if lasted >= self._backoff_max_s:
                     self._attempt = 0  # that session was healthy: start the backoff afresh
                 await self._backoff()
                 continue
-            message = await self._handle(raw)
+            message = self._handle(raw)
             if message is not None:
                 yield message
 
@@ -520,7 +546,7 @@ class DeviceClient:
         logger.info("reconnect attempt %d in %.2f s", self._attempt, delay)
         await self._sleep_unless_closing(delay)
 
-    async def _handle(self, raw: str | bytes) -> PushMessage | None:
+    def _handle(self, raw: str | bytes) -> PushMessage | None:
         """Process one frame; return a message to yield, or None."""
         frame = self._decode(raw)
         if frame is None:
@@ -533,8 +559,8 @@ class DeviceClient:
                 logger.warning("dropping a malformed msg frame: %s", exc)
                 return None
             is_new = self._seen.add(message.id)
-            if self._auto_ack:
-                await self._auto_ack_one(message.id)
+            if self._auto_ack:  # duplicates too: their first ack may not have arrived
+                self._queue_ack(message.id)
             if not is_new:
                 logger.debug("duplicate message %s", message.id)
                 return None
@@ -549,12 +575,73 @@ class DeviceClient:
             logger.debug("ignoring unknown frame type %r", kind)
         return None
 
-    async def _auto_ack_one(self, message_id: str) -> None:
-        """Ack one id; a lost link is fine, the gateway will resend and we will ack again."""
+    def _queue_ack(self, message_id: str) -> None:
+        """Buffer an auto-ack; it goes out with the other ids of its burst (see ack_interval_s)."""
+        self._ack_buffer[message_id] = None
+        self._schedule_acks()
+
+    def _schedule_acks(self) -> None:
+        """Arrange for the buffered auto-acks to be sent: at once if a frame is full or the
+        last timed send is ``ack_interval_s`` old (on the next turn of the event loop, so the
+        rest of the burst joins), else when it will be."""
+        if not self._ack_buffer or self._ack_flusher is not None or self._closing.is_set():
+            return  # nothing to send, a send under way reschedules when done, close() sends
+        loop = asyncio.get_running_loop()
+        full = len(self._ack_buffer) >= MAX_ACK_IDS
+        if self._ack_timer is not None:
+            if not full:
+                return
+            self._ack_timer.cancel()
+        delay = 0.0 if full else self._last_ack_flush + self._ack_interval_s - loop.time()
+        self._ack_timer = loop.call_later(max(0.0, delay), self._start_ack_flusher, full)
+
+    def _start_ack_flusher(self, full_only: bool) -> None:
+        """Timer callback: send the buffered auto-acks (only whole frames if ``full_only``)."""
+        self._ack_timer = None
+        self._ack_flusher = asyncio.get_running_loop().create_task(self._flush_acks(full_only))
+
+    def _take_acks(self, count: int) -> list[str]:
+        """Remove and return the ``count`` oldest buffered auto-acks."""
+        ids = list(itertools.islice(self._ack_buffer, count))
+        for message_id in ids:
+            del self._ack_buffer[message_id]
+        return ids
+
+    async def _flush_acks(self, full_only: bool) -> None:
+        """Send the buffered auto-acks; a lost link is fine, the gateway will send those
+        messages again on the next connect and they will be acked then.
+
+        ``full_only``: sent early because a frame is full, so send whole frames only; the rest
+        waits for its time.
+        """
+        if full_only:
+            ids = self._take_acks(len(self._ack_buffer) // MAX_ACK_IDS * MAX_ACK_IDS)
+        else:
+            ids = self._take_acks(len(self._ack_buffer))
+            self._last_ack_flush = asyncio.get_running_loop().time()
         try:
-            await self.ack(message_id)
+            await self.ack(*ids)
         except GatewayUnavailable:
-            logger.debug("could not ack %s: link lost", message_id)
+            logger.debug("could not ack %d messages: link lost", len(ids))
+        finally:
+            self._ack_flusher = None
+            self._schedule_acks()
+
+    async def _flush_acks_before_close(self) -> None:
+        """Send every buffered auto-ack now (close() calls this before closing the link)."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._ack_flusher is not None:
+            await asyncio.wait({self._ack_flusher})
+        while self._ack_buffer:
+            ids = self._take_acks(MAX_ACK_IDS)
+            try:
+                await self._send({"type": "ack", "ids": ids})
+            except GatewayUnavailable:
+                logger.debug("could not ack %d messages: link lost", len(ids))
+                break
+        self._ack_buffer.clear()
 
     @staticmethod
     def _decode(raw: str | bytes) -> dict[str, Any] | None:
@@ -583,10 +670,12 @@ class DeviceClient:
             raise GatewayUnavailable("gateway link lost while sending") from exc
 
     async def ack(self, *message_ids: str) -> None:
-        """Tell the gateway these messages arrived; sent in frames of at most 256 ids.
+        """Tell the gateway these messages arrived; sent at once, in frames of at most 256 ids.
 
-        Acks are idempotent on the server. Raises :class:`GatewayUnavailable` if no session is
-        open (ids not sent will be delivered again on the next connect).
+        Pass many ids in one call rather than one per call: the gateway limits the frames a
+        device may send, and one frame of many ids counts once. Acks are idempotent on the
+        server. Raises :class:`GatewayUnavailable` if no session is open (ids not sent will be
+        delivered again on the next connect).
         """
         for batch in _chunks(message_ids, MAX_ACK_IDS):
             await self._send({"type": "ack", "ids": batch})
@@ -596,8 +685,10 @@ class DeviceClient:
         await self._send({"type": "opened", "id": message_id})
 
     async def close(self) -> None:
-        """Close the session and stop the iterator; no reconnect follows."""
+        """Send the auto-acks not sent yet, close the session and stop the iterator; no
+        reconnect follows."""
         self._closing.set()
+        await self._flush_acks_before_close()
         ws = self._ws
         if ws is not None:
             self._drop_session(ws)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Coroutine
-from typing import Any
+from http import HTTPStatus
+from typing import Any, TypeGuard
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from openmps.devices import Devices
+from openmps.errors import ConfigError
 from openmps.gateway.hub import Hub, Link
 from openmps.push import Pushes
 from openmps.statuswriter import StatusWriter
@@ -22,6 +26,9 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 HELLO_TIMEOUT_S = 10.0
 MAX_ACK_IDS = 256
+PATHS = frozenset({"/v1", "/v1/"})  # where the gateway speaks protocol v1; others get 404
+WRONG_PATH_TEXT = "openmps device gateway: connect to /v1\n"
+BAD_ID_TEXT = "delivery ids (ack ids, opened id) are strings of digits"
 
 
 class _Close(Exception):
@@ -88,10 +95,24 @@ class Gateway:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful when ``port`` is 0)."""
-        self._server = await serve(
+        try:
+            self._server = await self._serve(host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} for the device gateway: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}. "
+                "Is another process using it? Choose another with --gateway-port / "
+                "OPENMPS_GATEWAY_PORT."
+            ) from None
+        sockets = list(self._server.sockets)
+        return int(sockets[0].getsockname()[1])
+
+    async def _serve(self, host: str, port: int) -> Server:
+        return await serve(
             self._session,
             host,
             port,
+            process_request=_check_path,
             compression=None,  # per-message deflate costs ~64 KiB a link; frames are small
             max_size=self._max_frame_bytes,
             ping_interval=self._heartbeat_interval_s,
@@ -101,8 +122,6 @@ class Gateway:
             max_queue=4,
             write_limit=16 * 1024,
         )
-        sockets = list(self._server.sockets)
-        return int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is None:
@@ -125,7 +144,7 @@ class Gateway:
                     {
                         "type": "welcome",
                         "v": PROTOCOL_VERSION,
-                        "heartbeat_s": self._heartbeat_interval_s,
+                        "heartbeat_s": _whole_as_int(self._heartbeat_interval_s),
                     }
                 )
             )
@@ -167,7 +186,10 @@ class Gateway:
         frame = _parse(raw)
         if frame is None or frame.get("type") != "hello":
             raise _Close(4001, "bad_hello", "the first frame must be a hello")
-        if frame.get("v") != PROTOCOL_VERSION:
+        version = frame.get("v")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise _Close(4001, "bad_hello", "hello needs v: the protocol version, an integer")
+        if version != PROTOCOL_VERSION:
             raise _Close(4002, "bad_version", f"protocol version {PROTOCOL_VERSION} only")
         token, secret = frame.get("token"), frame.get("secret")
         if not isinstance(token, str) or not isinstance(secret, str):
@@ -188,19 +210,38 @@ class Gateway:
             ids = frame.get("ids")
             if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS:
                 raise _Close(4004, "bad_frame", f"ack needs ids: a list of at most {MAX_ACK_IDS}")
+            if not all(_is_id(value) for value in ids):
+                raise _Close(4004, "bad_frame", BAD_ID_TEXT)
+            # An ack counts as one frame for the rate limit, however many ids it carries.
             for delivery_id in ids:
                 parsed = _delivery_id(delivery_id)
                 if parsed is not None:
                     self._writer.ack(parsed, device_pk)
         else:
-            parsed = _delivery_id(frame.get("id"))
+            value = frame.get("id")
+            if not _is_id(value):
+                raise _Close(4004, "bad_frame", BAD_ID_TEXT)
+            parsed = _delivery_id(value)
             if parsed is not None:
                 self._writer.opened(parsed, device_pk)
 
 
-def _parse(raw: str | bytes) -> dict[str, Any] | None:
-    if isinstance(raw, bytes):
+def _check_path(connection: ServerConnection, request: Request) -> Response | None:
+    """Refuse the handshake with 404 unless it asks for /v1 (a query string is ignored)."""
+    if request.path.split("?", 1)[0] in PATHS:
         return None
+    return connection.respond(HTTPStatus.NOT_FOUND, WRONG_PATH_TEXT)
+
+
+def _whole_as_int(value: float) -> float:
+    """``20.0`` as ``20``, so JSON shows whole seconds as an integer; other values unchanged."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    """Decode a frame to a JSON object, None if it is not one; binary frames end the session."""
+    if isinstance(raw, bytes):
+        raise _Close(1003, "binary_frame", "binary frames are not supported; send JSON text")
     try:
         frame = json.loads(raw)
     except ValueError:
@@ -208,10 +249,14 @@ def _parse(raw: str | bytes) -> dict[str, Any] | None:
     return frame if isinstance(frame, dict) else None
 
 
-def _delivery_id(value: Any) -> int | None:
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
-        return int(value)
-    return None
+def _is_id(value: Any) -> TypeGuard[str]:
+    """A well-formed delivery id: a non-empty string of ASCII digits."""
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+def _delivery_id(value: str) -> int | None:
+    """A well-formed id as a number; None when too long to be any delivery's id (ignored)."""
+    return int(value) if len(value) < 19 else None
 
 
 CLOSE_GRACE_S = 1.0  # how long a refused device gets to answer our close frame
