@@ -19,7 +19,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="openmps: Mob
 apps_cli = typer.Typer(no_args_is_help=True, help="Create and list apps and their access keys.")
 device_cli = typer.Typer(no_args_is_help=True, help="Act as a device (demos and checks).")
 channel_cli = typer.Typer(no_args_is_help=True, help="Vendor channel settings of an app.")
+fakes_cli = typer.Typer(no_args_is_help=True, help="Fake vendor gateways for offline tests.")
 app.add_typer(apps_cli, name="app")
+app.add_typer(fakes_cli, name="fakes")
 app.add_typer(channel_cli, name="channel")
 app.add_typer(device_cli, name="device")
 
@@ -370,6 +372,37 @@ def channel_policy(
 
     _business(_with_app(settings, app_id, workspace_id, work))
     typer.echo(f"routing policy of {app_id}: {policy}")
+
+
+@fakes_cli.command("serve")
+def fakes_serve(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port_base: Annotated[
+        int,
+        typer.Option(
+            help="First port: APNs, FCM, Huawei, Xiaomi, OPPO, vivo take it and the next five; "
+            "0 picks free ports"
+        ),
+    ] = 9100,
+    out_dir: Annotated[
+        Path, typer.Option("--dir", help="Where the generated credentials are written")
+    ] = Path("data/fakes"),
+    app_id: Annotated[str, typer.Option(help="AppId shown in the printed commands")] = "APP_ID",
+) -> None:
+    """Run fake APNs, FCM, Huawei, Xiaomi, OPPO and vivo gateways until Ctrl-C."""
+    from openmps.fakes.serve import serve_fakes
+
+    def say(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(
+            serve_fakes(host=host, port_base=port_base, out_dir=out_dir, app_id=app_id, say=say)
+        )
+    except OSError as exc:
+        typer.echo(f"error: cannot start the fakes: {exc}; try another --port-base", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:
