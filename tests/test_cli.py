@@ -316,3 +316,31 @@ def test_status_needs_a_number(tmp_path: Path) -> None:
     result = openmps("status", "abc", "--data-dir", str(tmp_path / "data"))
     assert (result.returncode, result.stdout) == (2, "")
     assert "Invalid value for 'task_id'" in result.stderr
+
+
+def test_serve_refuses_a_vendor_concurrency_of_zero(tmp_path: Path) -> None:
+    env = {**cli_env(), "OPENMPS_VENDOR_CONCURRENCY": "0"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openmps",
+            "serve",
+            "--port",
+            "0",
+            "--gateway-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: vendor_concurrency must be at least 1, got 0; set OPENMPS_VENDOR_CONCURRENCY to "
+        "how many vendor calls may run at once\n"
+    )

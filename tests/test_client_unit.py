@@ -489,7 +489,7 @@ async def test_auto_acks_of_a_burst_are_coalesced() -> None:
 
     async with (
         fake_gateway(handler) as url,
-        DeviceClient(url, CREDS, ack_interval_s=0.5) as client,
+        DeviceClient(url, CREDS, ack_interval_s=1.0) as client,
     ):
         messages = await take(client, len(ids))
         await asyncio.wait_for(all_acked.wait(), STEP_S)
