@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from openmps.client import DeviceClient, DeviceCredentials, PushMessage
+from openmps.client import DeviceClient, DeviceCredentials, GatewayClosed, PushMessage
 from openmps.store import Delivery, Device, Message, Store
 from tests.conftest import Tenant, eventually, new_tenant
 from tests.test_e2e_push import task_rows
@@ -956,3 +956,14 @@ async def test_gateway_ack_with_a_malformed_id_acks_nothing(tenant: Tenant) -> N
     assert await task_rows(tenant, task_id) == [
         row(token, "k-half-ack", token, 0, "DeviceNotOnlineOrNoResponse", final=False)
     ]
+
+
+async def test_iterating_against_a_wrong_path_fails_instead_of_retrying(tenant: Tenant) -> None:
+    # Regression: an iterator started without connect() treated the 404 as temporary and
+    # retried for ever.
+    creds = await tenant.register("android")
+    wrong = DeviceClient(f"ws://127.0.0.1:{tenant.server.gateway_port}/v2", creds)
+    with pytest.raises(GatewayClosed) as caught:
+        await asyncio.wait_for(anext(aiter(wrong)), 10)
+    assert (caught.value.code, caught.value.reason) == (404, "rejected")
+    await wrong.close()

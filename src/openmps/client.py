@@ -48,7 +48,7 @@ from typing import Any, Final
 import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from openmps.errors import OpenMPSError
 
@@ -438,6 +438,12 @@ class DeviceClient:
             if isinstance(exc, TimeoutError):
                 text = f"no welcome from {self._url} within {self._open_timeout_s} s"
                 raise GatewayUnavailable(text) from None
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if isinstance(exc, InvalidStatus) and status is not None and 400 <= status < 500:
+                # A wrong URL or path: trying again cannot help.
+                raise GatewayClosed(
+                    status, "rejected", f"{self._url} answered HTTP {status}"
+                ) from None
             if isinstance(exc, OSError | InvalidHandshake):
                 raise GatewayUnavailable(f"cannot connect to {self._url}: {exc}") from exc
             raise
