@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
-import math
 import re
 import ssl
 import time
@@ -59,6 +57,7 @@ from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hyperframe.frame import Frame, GoAwayFrame
 
 from openmps import statuses
+from openmps.channels._common import parse_retry_after
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.devices import mask
 from openmps.errors import ConfigError
@@ -932,20 +931,7 @@ def _timestamp(body: bytes) -> int | None:
 
 def _retry_after_s(value: bytes | None) -> float | None:
     """Retry-After as seconds: delta-seconds or an HTTP date; None if absent or unreadable."""
-    if value is None:
-        return None
-    text = value.decode("latin-1").strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    return parse_retry_after(None if value is None else value.decode("latin-1"))
 
 
 def _unix_seconds(when: datetime) -> int:

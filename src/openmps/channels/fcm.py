@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from openmps import statuses
+from openmps.channels._common import TokenCache, parse_retry_after, redact
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
 from openmps.statuses import ACKED, NONE, Action, Channel, Finality, Status
@@ -339,86 +339,50 @@ class _AuthFailure:
         return Outcome(delivery_id, self.status, self.next, self.raw, self.retry_after_s)
 
 
-class _AccessTokens:
-    """The OAuth2 access token of one service account, shared by all sends.
+class _AuthFailed(Exception):
+    """A token fetch failed; raised again to the sends that waited for it."""
 
-    Each fetch bumps ``generation``. A caller that waited for the lock while another fetched
-    takes that result instead of fetching again, so N concurrent sends that found the token
-    stale (or saw it refused) cost one token request.
-    """
+    def __init__(self, failure: _AuthFailure) -> None:
+        super().__init__(failure.raw)
+        self.failure = failure
 
-    def __init__(
-        self, account: _ServiceAccount, http: httpx.AsyncClient, clock: Callable[[], float]
-    ) -> None:
-        self._account = account
-        self._http = http
-        self._clock = clock
-        self._lock = asyncio.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0  # clock() time after which the token counts as stale
-        self._failure: _AuthFailure | None = None  # the last fetch's failure
-        self._generation = 0
 
-    async def get(self) -> tuple[str, int] | _AuthFailure:
-        """A fresh token and its generation (fetched only when stale)."""
-        if self._token is not None and self._clock() < self._refresh_at:
-            return self._token, self._generation
-        return await self.renew(self._generation)
+async def _fetch_access_token(
+    account: _ServiceAccount, http: httpx.AsyncClient
+) -> tuple[str, float]:
+    """A new access token for ``account`` and how long to use it: until five minutes before
+    it expires, or half its life when that is shorter. Raises _AuthFailed."""
+    now = int(time.time())
+    claims = {
+        "iss": account.client_email,
+        "scope": SCOPE,
+        "aud": account.token_uri,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME_S,
+    }
+    headers = {"kid": account.private_key_id} if account.private_key_id else None
+    assertion = jwt.encode(claims, account.private_key, algorithm="RS256", headers=headers)
+    form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
+    try:
+        response = await http.post(account.token_uri, data=form)
+    except httpx.TransportError as exc:
+        # An unreachable auth endpoint is a transport failure (status-codes.md N16).
+        raw = f"token endpoint: {type(exc).__name__}"
+        raise _AuthFailed(_AuthFailure(_STATUS[90000010], Next.RETRY, raw)) from exc
 
-    async def renew(self, seen: int) -> tuple[str, int] | _AuthFailure:
-        """A token newer than generation ``seen`` (FCM refused that one, or it was stale)."""
-        async with self._lock:
-            if self._generation == seen:
-                await self._fetch()
-            if self._failure is not None:
-                return self._failure
-            assert self._token is not None
-            return self._token, self._generation
-
-    async def _fetch(self) -> None:
-        # The generation moves on only once the outcome is known: a caller that reads it
-        # while this fetch is under way must wait for this fetch, not start another.
-        result = await self._request()
-        if isinstance(result, _AuthFailure):
-            self._token, self._failure = None, result
-        else:
-            self._token, self._failure = result, None
-        self._generation += 1
-
-    async def _request(self) -> str | _AuthFailure:
-        account = self._account
-        now = int(time.time())
-        claims = {
-            "iss": account.client_email,
-            "scope": SCOPE,
-            "aud": account.token_uri,
-            "iat": now,
-            "exp": now + ASSERTION_LIFETIME_S,
-        }
-        headers = {"kid": account.private_key_id} if account.private_key_id else None
-        assertion = jwt.encode(claims, account.private_key, algorithm="RS256", headers=headers)
-        form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
-        try:
-            response = await self._http.post(account.token_uri, data=form)
-        except httpx.TransportError as exc:
-            # An unreachable auth endpoint is a transport failure (status-codes.md N16).
-            raw = f"token endpoint: {type(exc).__name__}"
-            return _AuthFailure(_STATUS[90000010], Next.RETRY, raw)
-
-        body = _json_object(response.text)
-        token, lifetime = body.get("access_token"), body.get("expires_in")
-        if response.status_code == 200 and isinstance(token, str) and token:
-            life = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
-            self._refresh_at = self._clock() + life - min(REFRESH_MARGIN_S, life / 2)
-            return token
-        return _token_failure(response, body)
+    body = _json_object(response.text)
+    token, lifetime = body.get("access_token"), body.get("expires_in")
+    if response.status_code == 200 and isinstance(token, str) and token:
+        life = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
+        return token, life - min(REFRESH_MARGIN_S, life / 2)
+    raise _AuthFailed(_token_failure(response, body))
 
 
 def _token_failure(response: httpx.Response, body: Mapping[str, Any]) -> _AuthFailure:
     """What a refusal from the token endpoint means (status-codes.md N14, N16)."""
     error = _str_or_none(body.get("error"))
     raw = f"token endpoint: {response.status_code} {error or response.text[:RAW_BODY_CHARS]}"
-    retry_after = _retry_after(response.headers.get("retry-after"))
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     if response.status_code in (400, 401) and error in ("invalid_grant", "invalid_client"):
         # The account is unknown, disabled, or its key or clock is wrong.
         return _AuthFailure(_STATUS[90000401], Next.CONFIG, raw)
@@ -518,7 +482,11 @@ class FCMChannel(VendorChannel):
             ),
         )
         self._in_flight = asyncio.Semaphore(max_in_flight)  # sends on the wire at once
-        self._tokens = _AccessTokens(account, self._http, clock)
+        # One token request at a time; the sends that waited for a failed one, or hold the
+        # token it was to replace, share its failure.
+        self._tokens = TokenCache(
+            lambda: _fetch_access_token(account, self._http), forget_on_failure=True, clock=clock
+        )
 
     @classmethod
     def create(cls, config: ChannelConfig, http: httpx.AsyncClient | None = None) -> FCMChannel:
@@ -552,17 +520,16 @@ class FCMChannel(VendorChannel):
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
         async with self._in_flight:
-            grant = await self._tokens.get()
-            if isinstance(grant, _AuthFailure):
-                return grant.outcome(item.delivery_id)
-            response = await self._post(content, grant[0])
+            try:
+                access = await self._tokens.current()
+                response = await self._post(content, access)
 
-            # FCM refused the access token itself: one new token, one more try.
-            if isinstance(response, httpx.Response) and _token_refused(response):
-                grant = await self._tokens.renew(grant[1])
-                if isinstance(grant, _AuthFailure):
-                    return grant.outcome(item.delivery_id)
-                response = await self._post(content, grant[0])
+                # FCM refused the access token itself: one new token, one more try.
+                if isinstance(response, httpx.Response) and _token_refused(response):
+                    access = await self._tokens.renew(access)
+                    response = await self._post(content, access)
+            except _AuthFailed as failed:
+                return failed.failure.outcome(item.delivery_id)
 
         if isinstance(response, Exception):
             # No answer at all (refused, reset, timed out): reference 4.2, after retries.
@@ -574,7 +541,7 @@ class FCMChannel(VendorChannel):
             raw = f"200 without a message name: {response.text[:RAW_BODY_CHARS]}"
             return Outcome(item.delivery_id, NONE, Next.MESSAGE, _redact(raw, item.token))
         status, next_, raw = status_for(response)
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         return Outcome(item.delivery_id, status, next_, _redact(raw, item.token), retry_after)
 
     async def _post(self, content: bytes, access_token: str) -> httpx.Response | Exception:
@@ -608,26 +575,6 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _redact(raw: str, token: str) -> str:
     """Outcomes keep the vendor's words, never the device token."""
-    return raw.replace(token, "<token>") if token else raw
+    return redact(raw, [token], lambda _: "<token>")

@@ -22,24 +22,32 @@ Settings: ``app_id``, ``client_secret`` (secret); optional ``base_url`` (send AP
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from openmps import statuses
+from openmps.channels._common import (
+    Judged,
+    TokenCache,
+    Verdict,
+    as_int,
+    code_and_reason,
+    parse_retry_after,
+    send_by_message,
+    text_setting,
+    url_setting,
+)
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
-from openmps.statuses import ACKED, NONE, Channel, Status
+from openmps.statuses import ACKED, NONE, Channel
 
 __all__ = ["HuaweiChannel"]
 
@@ -61,27 +69,18 @@ ALL_INVALID = 80300007
 _KNOWN_SETTINGS = frozenset({"app_id", "client_secret", "base_url", "token_url"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    """What one vendor answer means for a delivery."""
-
-    status: Status
-    next: Next  # after the one refresh, when ``reauth``
-    reauth: bool = False  # refresh the access token and resend once before settling
+def _seed(code: int, then: Next, *, reauth: bool = False) -> Verdict:
+    return Verdict(statuses.get(Channel.HMS, code), then, reauth)
 
 
-def _seed(code: int, then: Next, *, reauth: bool = False) -> _Verdict:
-    return _Verdict(statuses.get(Channel.HMS, code), then, reauth)
+def _none(then: Next, *, reauth: bool = False) -> Verdict:
+    return Verdict(NONE, then, reauth)
 
 
-def _none(then: Next, *, reauth: bool = False) -> _Verdict:
-    return _Verdict(NONE, then, reauth)
-
-
-_DONE = _Verdict(ACKED, Next.DONE)
+_DONE = Verdict(ACKED, Next.DONE)
 
 # Body ``code`` (or legacy ``NSP_STATUS``) -> verdict. Seed rows: status-codes.md table 1.
-_CODES: dict[int, _Verdict] = {
+_CODES: dict[int, Verdict] = {
     # 100 (legacy NSP) unknown parameter: the request as built is wrong. MSG.
     100: _seed(100, Next.MESSAGE),
     # 101 (legacy NSP) invalid API key: our credentials. CONFIG.
@@ -151,13 +150,6 @@ _UNKNOWN_FINAL = _none(Next.MESSAGE)  # any other unmapped answer: final, token 
 
 
 @dataclass(frozen=True, slots=True)
-class _Judged:
-    verdict: _Verdict
-    raw: str
-    retry_after_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Answer:
     """One send answer, or the lack of one (``http_status`` None)."""
 
@@ -171,53 +163,15 @@ class _Answer:
 class _AuthFailed(Exception):
     """No access token could be had; ``judged`` is the outcome for every delivery."""
 
-    def __init__(self, judged: _Judged) -> None:
+    def __init__(self, judged: Judged) -> None:
         super().__init__(judged.raw)
         self.judged = judged
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _short(text: str, tokens: Sequence[str], limit: int = 200) -> str:
-    """Vendor text fit for ``Outcome.raw``: never a token, never a JSON listing."""
-    text = text.strip()
-    if not text or text.startswith(("{", "[")) or any(t and t in text for t in tokens):
-        return ""
-    return text[:limit]
-
-
 def _raw(code: int, msg: str, tokens: Sequence[str]) -> str:
-    detail = _short(msg, tokens)
-    return f"{code} {detail}" if detail else str(code)
+    """``code`` and ``msg`` for ``Outcome.raw``: never a token, never a JSON listing."""
+    listing = msg.strip().startswith(("{", "["))
+    return code_and_reason(code, "" if listing else msg, tokens)
 
 
 def _listed(msg: str) -> dict[str, str | None] | None:
@@ -244,7 +198,7 @@ def _listed(msg: str) -> dict[str, str | None] | None:
     return listed if listed else None
 
 
-def _token_verdict(code: int, reason: str | None) -> _Judged:
+def _token_verdict(code: int, reason: str | None) -> Judged:
     """A listed token's verdict; v3 reasons that are not about the token are not DROP (N8)."""
     if reason is None or "token" in reason.lower():
         verdict = _CODES[code]
@@ -252,15 +206,15 @@ def _token_verdict(code: int, reason: str | None) -> _Judged:
         verdict = _seed(code, Next.CONFIG)  # a missing right of our app: keep the token
     else:
         verdict = _UNKNOWN_FINAL  # an unknown reason never drops a token (section 5)
-    return _Judged(verdict, f"{code} {reason}" if reason else str(code))
+    return Judged(verdict, f"{code} {reason}" if reason else str(code))
 
 
-def _judge(answer: _Answer, tokens: Sequence[str]) -> dict[str, _Judged]:
+def _judge(answer: _Answer, tokens: Sequence[str]) -> dict[str, Judged]:
     """Each token's verdict for one send answer."""
     status, code, retry = answer.http_status, answer.code, answer.retry_after_s
 
-    def every(verdict: _Verdict, raw: str) -> dict[str, _Judged]:
-        return {token: _Judged(verdict, raw, retry) for token in tokens}
+    def every(verdict: Verdict, raw: str) -> dict[str, Judged]:
+        return {token: Judged(verdict, raw, retry) for token in tokens}
 
     if status is None or (status >= 500 and code is None):
         return every(_UNAVAILABLE, answer.raw)
@@ -285,14 +239,14 @@ def _judge(answer: _Answer, tokens: Sequence[str]) -> dict[str, _Judged]:
             # Partial, but we cannot tell which tokens failed: drop none (section 5).
             return every(_UNKNOWN_FINAL, f"{code} without a readable token list")
         listed = listed or {}
-        judged: dict[str, _Judged] = {}
+        judged: dict[str, Judged] = {}
         for token in tokens:
             if token in listed:
                 judged[token] = _token_verdict(code, listed[token])
             elif code == ALL_INVALID:
-                judged[token] = _Judged(_CODES[ALL_INVALID], _raw(code, answer.msg, tokens))
+                judged[token] = Judged(_CODES[ALL_INVALID], _raw(code, answer.msg, tokens))
             else:
-                judged[token] = _Judged(_DONE, str(code))
+                judged[token] = Judged(_DONE, str(code))
         return judged
 
     verdict = _CODES.get(code)
@@ -310,14 +264,14 @@ def _click_action(item: Outbound) -> dict[str, Any]:
     return {"type": 2, "url": item.uri}
 
 
-def _message(item: Outbound, now: datetime) -> dict[str, Any] | _Judged:
+def _message(item: Outbound, now: datetime) -> dict[str, Any] | Judged:
     """The ``message`` object (tokens left out) for one delivery, or a field-limit verdict."""
     expires_at = item.expires_at
     if expires_at.tzinfo is None:
         expires_at = expires_at.replace(tzinfo=UTC)
     ttl_s = math.ceil((expires_at - now).total_seconds())
     if ttl_s < 1:
-        return _Judged(_seed(80100004, Next.MESSAGE), "ttl: the message expired before sending")
+        return Judged(_seed(80100004, Next.MESSAGE), "ttl: the message expired before sending")
 
     data: dict[str, Any] = {"msg_key": item.msg_key, "extras": dict(item.extras)}
     android: dict[str, Any] = {"ttl": f"{min(ttl_s, MAX_TTL_S)}s"}
@@ -333,7 +287,7 @@ def _message(item: Outbound, now: datetime) -> dict[str, Any] | _Judged:
 
     size = len(_compact({"validate_only": False, "message": message}).encode("utf-8"))
     if size > MAX_MESSAGE_BYTES:
-        return _Judged(
+        return Judged(
             _seed(80300008, Next.MESSAGE),
             f"message: {size} bytes without tokens (title, content and extras); "
             f"Huawei allows at most {MAX_MESSAGE_BYTES}",
@@ -343,25 +297,6 @@ def _message(item: Outbound, now: datetime) -> dict[str, Any] | _Judged:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _setting_text(config: ChannelConfig, key: str) -> str:
-    value = config.require(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{config.vendor}: setting {key!r} must be a non-empty string")
-    return value.strip()
-
-
-def _setting_url(config: ChannelConfig, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{config.vendor}: setting {key!r} must be a URL string")
-    try:
-        url = httpx.URL(value.strip())
-    except httpx.InvalidURL as exc:
-        raise ConfigError(f"{config.vendor}: setting {key!r} is not a valid URL") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"{config.vendor}: setting {key!r} must be an http(s) URL with a host")
-    return str(url).rstrip("/")
 
 
 class HuaweiChannel(VendorChannel):
@@ -387,11 +322,12 @@ class HuaweiChannel(VendorChannel):
         self._http = http or httpx.AsyncClient(timeout=TIMEOUT)
         self._own_http = http is None
 
-        # The cached access token and when to stop using it (time.monotonic()).
-        self._token: str | None = None
-        self._token_until = 0.0
-        self._token_lock = asyncio.Lock()
-        self.token_refreshes = 0  # access tokens fetched so far (first one included)
+        self._tokens = TokenCache(self._fetch_token)
+
+    @property
+    def token_refreshes(self) -> int:
+        """Access tokens fetched so far (the first one included)."""
+        return self._tokens.fetches
 
     def __repr__(self) -> str:
         return f"HuaweiChannel(app_id={self.app_id!r}, send_url={self.send_url!r})"
@@ -400,18 +336,18 @@ class HuaweiChannel(VendorChannel):
     def create(cls, config: ChannelConfig, http: httpx.AsyncClient | None = None) -> HuaweiChannel:
         if config.vendor != cls.name:
             raise ConfigError(f"{cls.name}: given the settings of channel {config.vendor!r}")
-        app_id = _setting_text(config, "app_id")
+        app_id = text_setting(config, "app_id")
         if any(ch in app_id for ch in "/?# "):
             raise ConfigError(f"{config.vendor}: setting 'app_id' must be the numeric app id")
-        client_secret = _setting_text(config, "client_secret")
+        client_secret = text_setting(config, "client_secret")
 
         base_override = config.base_url or config.values.get("base_url")
         base_url = PUSH_URL
         if base_override not in (None, ""):
-            base_url = _setting_url(config, "base_url", base_override)
+            base_url = url_setting(config, "base_url", base_override)
         token_override = config.values.get("token_url")
         if token_override not in (None, ""):
-            token_url = _setting_url(config, "token_url", token_override)
+            token_url = url_setting(config, "token_url", token_override)
         elif base_url != PUSH_URL:
             token_url = base_url + TOKEN_PATH  # one stand-in (the fake) serves both
         else:
@@ -436,39 +372,24 @@ class HuaweiChannel(VendorChannel):
 
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
         now = datetime.now(UTC)
-        outcomes: list[Outcome] = []
-
-        # One request per distinct message; deliveries that break a field limit stop here.
-        groups: dict[str, tuple[dict[str, Any], list[Outbound]]] = {}
-        for item in batch:
-            built = _message(item, now)
-            if isinstance(built, _Judged):
-                outcomes.append(_outcome(item, built))
-                continue
-            key = json.dumps(built, sort_keys=True)
-            groups.setdefault(key, (built, []))[1].append(item)
-
-        jobs = [
-            self._send_group(message, members[start : start + MAX_TOKENS])
-            for message, members in groups.values()
-            for start in range(0, len(members), MAX_TOKENS)
-        ]
-        for done in await asyncio.gather(*jobs):
-            outcomes.extend(done)
-        return outcomes
+        return await send_by_message(
+            batch, lambda item: _message(item, now), MAX_TOKENS, self._send_group
+        )
 
     async def _send_group(self, message: dict[str, Any], group: list[Outbound]) -> list[Outcome]:
         tokens = list(dict.fromkeys(item.token for item in group))
         body = _compact({"validate_only": False, "message": {**message, "token": tokens}})
         judged = await self._deliver(body.encode("utf-8"), tokens)
-        return [_outcome(item, judged[item.token]) for item in group]
+        return [judged[item.token].outcome(item) for item in group]
 
-    async def _deliver(self, body: bytes, tokens: Sequence[str]) -> dict[str, _Judged]:
+    async def _deliver(self, body: bytes, tokens: Sequence[str]) -> dict[str, Judged]:
         """Send; on an auth answer, refresh the token once and send again."""
         stale: str | None = None
         for attempt in (1, 2):
             try:
-                access = await self._access_token(stale=stale)
+                access = await (
+                    self._tokens.current() if stale is None else self._tokens.renew(stale)
+                )
             except _AuthFailed as failed:
                 return {token: failed.judged for token in tokens}
             answer = await self._post(body, access)
@@ -493,7 +414,7 @@ class HuaweiChannel(VendorChannel):
             logger.info("hms: send failed without an answer: %s", type(exc).__name__)
             return _Answer(None, None, "", None, f"network: {type(exc).__name__}")
 
-        retry = _retry_after(response)
+        retry = parse_retry_after(response.headers.get("retry-after"))
         raw = f"HTTP {response.status_code}"
         try:
             data = response.json()
@@ -503,8 +424,8 @@ class HuaweiChannel(VendorChannel):
             data = {}
 
         # Legacy NSP gateway errors come in a header, beside (not in) the business body.
-        nsp = _as_int(response.headers.get("nsp_status"))
-        code = nsp if nsp is not None else _as_int(data.get("code"))
+        nsp = as_int(response.headers.get("nsp_status"))
+        code = nsp if nsp is not None else as_int(data.get("code"))
         msg = data.get("msg") if nsp is None else data.get("error")
         request_id = data.get("requestId")
         logger.debug("hms: HTTP %d code %s requestId %s", response.status_code, code, request_id)
@@ -513,23 +434,8 @@ class HuaweiChannel(VendorChannel):
 
     # -- OAuth ---------------------------------------------------------------------------------
 
-    async def _access_token(self, *, stale: str | None = None) -> str:
-        """The cached token; a new one if it is near expiry or is ``stale`` (refused)."""
-        if stale is None and self._token is not None and time.monotonic() < self._token_until:
-            return self._token
-        async with self._token_lock:
-            # Another send may have refreshed while we waited: use its token.
-            fresh = self._token is not None and time.monotonic() < self._token_until
-            if fresh and self._token != stale and self._token is not None:
-                return self._token
-            self._token, lifetime = await self._fetch_token()
-            margin = min(REFRESH_MARGIN_S, lifetime / 10)
-            self._token_until = time.monotonic() + lifetime - margin
-            self.token_refreshes += 1
-            logger.info("hms: access token fetched for app %s (%.0f s)", self.app_id, lifetime)
-            return self._token
-
     async def _fetch_token(self) -> tuple[str, float]:
+        """A new access token and how long to use it: until shortly before it expires."""
         form = {
             "grant_type": "client_credentials",
             "client_id": self.app_id,
@@ -541,7 +447,7 @@ class HuaweiChannel(VendorChannel):
         except httpx.HTTPError as exc:
             raw = f"oauth: network: {type(exc).__name__}"
             logger.warning("hms: %s", raw)
-            raise _AuthFailed(_Judged(_UNAVAILABLE, raw)) from exc
+            raise _AuthFailed(Judged(_UNAVAILABLE, raw)) from exc
 
         status = response.status_code
         try:
@@ -551,7 +457,8 @@ class HuaweiChannel(VendorChannel):
         if status >= 500 or status == 429:
             raw = f"oauth: HTTP {status}"
             logger.warning("hms: %s", raw)
-            raise _AuthFailed(_Judged(_UNAVAILABLE, raw, _retry_after(response)))
+            retry = parse_retry_after(response.headers.get("retry-after"))
+            raise _AuthFailed(Judged(_UNAVAILABLE, raw, retry))
         if status != 200:
             parts = [f"oauth: HTTP {status}"]
             if isinstance(data, dict):
@@ -562,24 +469,19 @@ class HuaweiChannel(VendorChannel):
                 ]
             raw = " ".join(parts)[:200]
             logger.warning("hms: access token refused: %s", raw)
-            raise _AuthFailed(_Judged(_AUTH_REFUSED, raw))
+            raise _AuthFailed(Judged(_AUTH_REFUSED, raw))
 
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             # Most likely token_url points at something that is not Huawei's OAuth server.
             raw = "oauth: HTTP 200 without an access_token"
             logger.warning("hms: %s", raw)
-            raise _AuthFailed(_Judged(_AUTH_REFUSED, raw))
+            raise _AuthFailed(Judged(_AUTH_REFUSED, raw))
         expires_in = data.get("expires_in") if isinstance(data, dict) else None
         lifetime = (
             float(expires_in)
             if isinstance(expires_in, int | float) and expires_in > 0
             else DEFAULT_EXPIRES_IN_S
         )
-        return token, lifetime
-
-
-def _outcome(item: Outbound, judged: _Judged) -> Outcome:
-    verdict = judged.verdict
-    retry = judged.retry_after_s if verdict.next is Next.RETRY else None
-    return Outcome(item.delivery_id, verdict.status, verdict.next, judged.raw, retry)
+        logger.info("hms: access token fetched for app %s (%.0f s)", self.app_id, lifetime)
+        return token, lifetime - min(REFRESH_MARGIN_S, lifetime / 10)

@@ -19,21 +19,20 @@ channel), ``category`` and ``notify_level`` (OPPO's message classification).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from openmps import statuses
+from openmps.channels._common import TokenCache, clip, masked, parse_retry_after
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
 from openmps.statuses import ACKED, NONE, Channel, Status
@@ -58,7 +57,6 @@ OFFLINE_TTL_MAX_S = 10 * 24 * 3600  # OPPO clamps larger values; we send at most
 TOKEN_RENEW_AFTER_S = 23 * 3600.0  # tokens live 24 h
 AUTH_FAILURE_MEMO_S = 1.0  # how long a refused or failed auth call answers for the next ones
 HTTP_TIMEOUT_S = 10.0
-RAW_MAX = 300  # characters of a vendor answer kept in ``raw``
 CHINA = timedelta(hours=8)  # OPPO's daily quotas reset at midnight China time (no DST)
 CATEGORIES = frozenset(
     {"IM", "ACCOUNT", "TODO", "DEVICE_REMINDER", "ORDER", "SUBSCRIPTION"}
@@ -147,81 +145,10 @@ class _Expired:
     raw: str
 
 
-class _Tokens:
-    """The cached auth token: fetched on first use, renewed when old or refused, by one
-    caller at a time while the others wait for its result."""
-
-    def __init__(self, fetch: Callable[[], Awaitable[str]], renew_after_s: float) -> None:
-        self._fetch = fetch  # asks the vendor for a new token
-        self._renew_after_s = renew_after_s  # age at which a token is renewed unasked
-        self._token: str | None = None
-        self._fetched_at = 0.0  # monotonic
-        self._lock = asyncio.Lock()
-        self._failure: tuple[float, _AuthFailed] | None = None  # last refusal, monotonic
-        self.fetches = 0  # tokens fetched so far
-
-    async def current(self) -> str:
-        token = self._token
-        if token is not None and time.monotonic() - self._fetched_at < self._renew_after_s:
-            return token
-        return await self.renew(token)
-
-    async def renew(self, refused: str | None) -> str:
-        """A new token unless another caller already replaced ``refused``."""
-        async with self._lock:
-            fresh = time.monotonic() - self._fetched_at < self._renew_after_s
-            if self._token is not None and self._token != refused and fresh:
-                return self._token
-            # Callers queued behind a refusal share it instead of asking again at once.
-            if (
-                self._failure is not None
-                and time.monotonic() - self._failure[0] < AUTH_FAILURE_MEMO_S
-            ):
-                raise self._failure[1]
-            try:
-                self._token = await self._fetch()
-            except _AuthFailed as exc:
-                self._failure = (time.monotonic(), exc)
-                raise
-            self._failure = None
-            self._fetched_at = time.monotonic()
-            self.fetches += 1
-            return self._token
-
-
-def _masked(token: str) -> str:
-    return f"...{token[-4:]}" if len(token) > 8 else "..."
-
-
-def _clip(text: str, hide: Sequence[str] = ()) -> str:
-    """A vendor answer fit for ``raw``: device tokens masked, length bounded."""
-    for token in hide:
-        if token:
-            text = text.replace(token, _masked(token))
-    return text[:RAW_MAX]
-
-
 def _seconds_to_midnight_china() -> float:
     now = datetime.now(UTC) + CHINA
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return (midnight - now).total_seconds()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _outcome(
@@ -272,7 +199,7 @@ class OPPOChannel(VendorChannel):
         self._http = http
         self._owns_http = owns_http  # close it on close()
         self._notification_extras = notification_extras  # channel_id, category, notify_level
-        self._tokens = _Tokens(self._fetch_token, TOKEN_RENEW_AFTER_S)
+        self._tokens = TokenCache(self._fetch_token, share_failures_s=AUTH_FAILURE_MEMO_S)
 
     def __repr__(self) -> str:
         return f"OPPOChannel(app_key={self._app_key!r}, base_url={self._base_url!r})"
@@ -400,7 +327,7 @@ class OPPOChannel(VendorChannel):
             result = await self._post(token, ready)
             if isinstance(result, _Expired):
                 logger.info(
-                    "oppo: auth token %s refused (code %d), renewing", _masked(token), result.code
+                    "oppo: auth token %s refused (code %d), renewing", masked(token), result.code
                 )
                 token = await self._tokens.renew(token)
                 result = await self._post(token, ready)
@@ -432,13 +359,14 @@ class OPPOChannel(VendorChannel):
         except httpx.HTTPError as exc:
             raw = f"no answer from oppo: {type(exc).__name__}"
             return [_outcome(i, UNAVAILABLE, raw) for i in ids]
-        if response.status_code >= 500:
-            raw = _clip(f"HTTP {response.status_code}: {response.text}", hide)
-            return [_outcome(i, UNAVAILABLE, raw, _retry_after(response)) for i in ids]
         if response.status_code != 200:
-            raw = _clip(f"HTTP {response.status_code}: {response.text}", hide)
-            verdict = UNKNOWN_RETRY if response.status_code == 429 else UNKNOWN
-            return [_outcome(i, verdict, raw, _retry_after(response)) for i in ids]
+            raw = clip(f"HTTP {response.status_code}: {response.text}", hide)
+            if response.status_code >= 500:
+                verdict = UNAVAILABLE
+            else:
+                verdict = UNKNOWN_RETRY if response.status_code == 429 else UNKNOWN
+            retry = parse_retry_after(response.headers.get("Retry-After"))
+            return [_outcome(i, verdict, raw, retry) for i in ids]
 
         try:
             body = response.json()
@@ -446,9 +374,9 @@ class OPPOChannel(VendorChannel):
             body = None
         code = _code(body)
         if code is None:
-            raw = _clip(f"unreadable oppo answer: {response.text}", hide)
+            raw = clip(f"unreadable oppo answer: {response.text}", hide)
             return [_outcome(i, UNKNOWN, raw) for i in ids]
-        raw = _clip(_describe(code, body), hide)
+        raw = clip(_describe(code, body), hide)
         if code in EXPIRED:
             return _Expired(code, raw)
         if code != 0:
@@ -483,7 +411,7 @@ class OPPOChannel(VendorChannel):
             code = error if isinstance(error, int) and not isinstance(error, bool) else None
             verdict = UNKNOWN if code is None else ANSWERS.get(code, UNKNOWN)
             message = element.get("errorMessage")
-            raw = _clip(f"oppo errorCode {error}: {message}", [outbound.token])
+            raw = clip(f"oppo errorCode {error}: {message}", [outbound.token])
             outcomes.append(_outcome(outbound.delivery_id, verdict, raw))
         missing = "oppo answered the batch without a result for this target"
         for queue in waiting.values():
@@ -492,7 +420,8 @@ class OPPOChannel(VendorChannel):
 
     # -- auth -----------------------------------------------------------------------------
 
-    async def _fetch_token(self) -> str:
+    async def _fetch_token(self) -> tuple[str, float]:
+        """A new auth token, used for ``TOKEN_RENEW_AFTER_S``."""
         timestamp = str(int(time.time() * 1000))
         sign = hashlib.sha256(f"{self._app_key}{timestamp}{self._master_secret}".encode())
         form = {"app_key": self._app_key, "timestamp": timestamp, "sign": sign.hexdigest()}
@@ -502,21 +431,21 @@ class OPPOChannel(VendorChannel):
             logger.warning("oppo: auth endpoint unreachable: %s", type(exc).__name__)
             raise _AuthFailed(UNAVAILABLE, f"oppo auth: no answer: {type(exc).__name__}") from exc
         if response.status_code >= 500:
-            raise _AuthFailed(UNAVAILABLE, _clip(f"oppo auth: HTTP {response.status_code}"))
+            raise _AuthFailed(UNAVAILABLE, clip(f"oppo auth: HTTP {response.status_code}"))
         try:
             body = response.json()
         except ValueError:
             body = None
         code = _code(body)
         if response.status_code != 200 or code is None:
-            raw = _clip(f"oppo auth: HTTP {response.status_code}: {response.text}")
+            raw = clip(f"oppo auth: HTTP {response.status_code}: {response.text}")
             raise _AuthFailed(UNKNOWN, raw)
         data = body.get("data")
         token = data.get("auth_token") if isinstance(data, dict) else None
         if code == 0 and isinstance(token, str) and token:
-            logger.info("oppo: app key %s: new auth token %s", self._app_key, _masked(token))
-            return token
+            logger.info("oppo: app key %s: new auth token %s", self._app_key, masked(token))
+            return token, TOKEN_RENEW_AFTER_S
         raw = f"oppo auth: {_describe(code, body)}"
         logger.warning("oppo: app key %s: auth refused with code %d", self._app_key, code)
         # An auth answer of 11 or 29 cannot be cured by asking again: treat it as final.
-        raise _AuthFailed(ANSWERS.get(code, UNKNOWN), _clip(raw))
+        raise _AuthFailed(ANSWERS.get(code, UNKNOWN), clip(raw))

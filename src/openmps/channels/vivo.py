@@ -33,15 +33,15 @@ import re
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from openmps import statuses
+from openmps.channels._common import TokenCache, clip, masked, parse_retry_after
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
 from openmps.statuses import ACKED, NONE, Channel, Status
@@ -67,7 +67,6 @@ TTL_MIN_S, TTL_MAX_S = 60, 7 * 24 * 3600
 TOKEN_RENEW_AFTER_S = 3600.0
 AUTH_FAILURE_MEMO_S = 1.0  # how long a refused or failed auth call answers for the next ones
 HTTP_TIMEOUT_S = 10.0
-RAW_MAX = 300  # characters of a vendor answer kept in ``raw``
 REQUEST_IDS_KEPT = 100_000  # deliveries whose next requestId we remember
 CHINA = timedelta(hours=8)  # vivo's days and sending hours are China time (no DST)
 SETTINGS = frozenset({"app_id", "app_key", "app_secret", "classification", "notify_type"})
@@ -207,46 +206,6 @@ class _Unit:
         self.tokens = [o.token for o in self.outbounds]
 
 
-class _Tokens:
-    """The cached auth token: fetched on first use, renewed when old or refused, by one
-    caller at a time while the others wait for its result."""
-
-    def __init__(self, fetch: Callable[[], Awaitable[str]], renew_after_s: float) -> None:
-        self._fetch = fetch  # asks the vendor for a new token
-        self._renew_after_s = renew_after_s  # age at which a token is renewed unasked
-        self._token: str | None = None
-        self._fetched_at = 0.0  # monotonic
-        self._lock = asyncio.Lock()
-        self._failure: tuple[float, _AuthFailed] | None = None  # last refusal, monotonic
-        self.fetches = 0  # tokens fetched so far
-
-    async def current(self) -> str:
-        token = self._token
-        if token is not None and time.monotonic() - self._fetched_at < self._renew_after_s:
-            return token
-        return await self.renew(token)
-
-    async def renew(self, refused: str | None) -> str:
-        """A new token unless another caller already replaced ``refused``."""
-        async with self._lock:
-            fresh = time.monotonic() - self._fetched_at < self._renew_after_s
-            if self._token is not None and self._token != refused and fresh:
-                return self._token
-            # Callers queued behind a refusal share it instead of asking again at once.
-            failure = self._failure
-            if failure is not None and time.monotonic() - failure[0] < AUTH_FAILURE_MEMO_S:
-                raise failure[1]
-            try:
-                self._token = await self._fetch()
-            except _AuthFailed as exc:
-                self._failure = (time.monotonic(), exc)
-                raise
-            self._failure = None
-            self._fetched_at = time.monotonic()
-            self.fetches += 1
-            return self._token
-
-
 class _RequestIds:
     """requestIds: the same one again after a lost answer, a new one once vivo answered."""
 
@@ -267,41 +226,12 @@ class _RequestIds:
         self._answered.pop(key, None)
 
 
-def _masked(token: str) -> str:
-    return f"...{token[-4:]}" if len(token) > 8 else "..."
-
-
-def _clip(text: str, hide: Sequence[str] = ()) -> str:
-    """A vendor answer fit for ``raw``: device tokens masked, length bounded."""
-    for token in hide:
-        if token:
-            text = text.replace(token, _masked(token))
-    return text[:RAW_MAX]
-
-
 def _seconds_until_china(hour: int) -> float:
     now = datetime.now(UTC) + CHINA
     at = now.replace(hour=hour, minute=0, second=0, microsecond=0)
     if at <= now:
         at += timedelta(days=1)
     return (at - now).total_seconds()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _outcome(
@@ -368,7 +298,7 @@ class VivoChannel(VendorChannel):
         self._owns_http = owns_http  # close it on close()
         self._classification = classification  # 0 operations, 1 system
         self._notify_type = notify_type  # 1 none, 2 ring, 3 vibrate, 4 both
-        self._tokens = _Tokens(self._fetch_token, TOKEN_RENEW_AFTER_S)
+        self._tokens = TokenCache(self._fetch_token, share_failures_s=AUTH_FAILURE_MEMO_S)
         self._request_ids = _RequestIds(REQUEST_IDS_KEPT)
 
     def __repr__(self) -> str:
@@ -510,7 +440,7 @@ class VivoChannel(VendorChannel):
             token = await self._tokens.current()
             result = await self._post(token, unit)
             if isinstance(result, _Expired):
-                logger.info("vivo: auth token %s refused (10000), renewing", _masked(token))
+                logger.info("vivo: auth token %s refused (10000), renewing", masked(token))
                 token = await self._tokens.renew(token)
                 result = await self._post(token, unit)
         except _AuthFailed as exc:
@@ -551,7 +481,7 @@ class VivoChannel(VendorChannel):
                 return answer
             task_id = answer.get("taskId")
             if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
-                raw = _clip(f"vivo saveListPayload answered no taskId: {answer}", unit.tokens)
+                raw = clip(f"vivo saveListPayload answered no taskId: {answer}", unit.tokens)
                 return _all(unit, _Failure(UNKNOWN, raw))
             unit.task_id = str(task_id)
 
@@ -601,20 +531,21 @@ class VivoChannel(VendorChannel):
         except httpx.HTTPError as exc:
             raw = f"no answer from vivo: {type(exc).__name__}"
             return _all(unit, _Failure(UNAVAILABLE, raw))
-        if response.status_code >= 500:
-            raw = _clip(f"HTTP {response.status_code}: {response.text}", unit.tokens)
-            return _all(unit, _Failure(UNAVAILABLE, raw, _retry_after(response)))
         if response.status_code != 200:
-            raw = _clip(f"HTTP {response.status_code}: {response.text}", unit.tokens)
-            verdict = UNKNOWN_RETRY if response.status_code == 429 else UNKNOWN
-            return _all(unit, _Failure(verdict, raw, _retry_after(response)))
+            raw = clip(f"HTTP {response.status_code}: {response.text}", unit.tokens)
+            if response.status_code >= 500:
+                verdict = UNAVAILABLE
+            else:
+                verdict = UNKNOWN_RETRY if response.status_code == 429 else UNKNOWN
+            retry = parse_retry_after(response.headers.get("Retry-After"))
+            return _all(unit, _Failure(verdict, raw, retry))
         try:
             answer = response.json()
         except ValueError:
             answer = None
         code = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(code, int) or isinstance(code, bool):
-            raw = _clip(f"unreadable vivo answer: {response.text}", unit.tokens)
+            raw = clip(f"unreadable vivo answer: {response.text}", unit.tokens)
             return _all(unit, _Failure(UNKNOWN, raw))
         assert isinstance(answer, dict)
 
@@ -624,14 +555,15 @@ class VivoChannel(VendorChannel):
             return answer
         if keyed:
             self._request_ids.answered(unit.request_key)
-        raw = _clip(_describe(code, answer), unit.tokens)
+        raw = clip(_describe(code, answer), unit.tokens)
         if code == EXPIRED:
             return _Expired(raw)
         return _all(unit, _Failure(ANSWERS.get(code, UNKNOWN), raw))
 
     # -- auth -----------------------------------------------------------------------------
 
-    async def _fetch_token(self) -> str:
+    async def _fetch_token(self) -> tuple[str, float]:
+        """A new auth token, used for ``TOKEN_RENEW_AFTER_S``."""
         timestamp = int(time.time() * 1000)
         text = f"{self._app_id}{self._app_key}{timestamp}{self._app_secret}".strip()
         body = {
@@ -653,18 +585,18 @@ class VivoChannel(VendorChannel):
             answer = None
         code = answer.get("result") if isinstance(answer, dict) else None
         if response.status_code != 200 or not isinstance(code, int) or isinstance(code, bool):
-            raw = _clip(f"vivo auth: HTTP {response.status_code}: {response.text}")
+            raw = clip(f"vivo auth: HTTP {response.status_code}: {response.text}")
             raise _AuthFailed(UNKNOWN, raw)
         assert isinstance(answer, dict)
         token = answer.get("authToken")
         if code == 0 and isinstance(token, str) and token:
-            logger.info("vivo: app %d: new auth token %s", self._app_id, _masked(token))
-            return token
+            logger.info("vivo: app %d: new auth token %s", self._app_id, masked(token))
+            return token, TOKEN_RENEW_AFTER_S
         logger.warning("vivo: app %d: auth refused with result %d", self._app_id, code)
         verdict = ANSWERS.get(code) or (AUTH_REFUSED if 10200 <= code < 10300 else UNKNOWN)
         if code == EXPIRED:
             verdict = ANSWERS[EXPIRED]  # 10000 from auth itself: asking again will not help
-        raise _AuthFailed(verdict, _clip(f"vivo auth: {_describe(code, answer)}"))
+        raise _AuthFailed(verdict, clip(f"vivo auth: {_describe(code, answer)}"))
 
 
 def _describe_ok(answer: dict[str, Any]) -> str:

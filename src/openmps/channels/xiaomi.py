@@ -22,23 +22,30 @@ Settings: ``app_secret`` (secret), ``package_name``; optional ``base_url`` (also
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from openmps import statuses
+from openmps.channels._common import (
+    Judged,
+    Verdict,
+    as_int,
+    code_and_reason,
+    parse_retry_after,
+    send_by_message,
+    text_setting,
+    url_setting,
+)
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
-from openmps.statuses import ACKED, NONE, Channel, Status
+from openmps.statuses import ACKED, NONE, Channel
 
 __all__ = ["XiaomiChannel"]
 
@@ -57,24 +64,18 @@ _KNOWN_SETTINGS = frozenset({"app_secret", "package_name", "base_url"})
 _PACKAGE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    status: Status
-    next: Next
+def _seed(code: int, then: Next) -> Verdict:
+    return Verdict(statuses.get(Channel.XIAOMI, code), then)
 
 
-def _seed(code: int, then: Next) -> _Verdict:
-    return _Verdict(statuses.get(Channel.XIAOMI, code), then)
+def _none(then: Next) -> Verdict:
+    return Verdict(NONE, then)
 
 
-def _none(then: Next) -> _Verdict:
-    return _Verdict(NONE, then)
-
-
-_DONE = _Verdict(ACKED, Next.DONE)
+_DONE = Verdict(ACKED, Next.DONE)
 
 # Body ``code`` -> verdict. Seed rows: status-codes.md table 1, in the seed's order.
-_CODES: dict[int, _Verdict] = {
+_CODES: dict[int, Verdict] = {
     # 10001 vendor system error. RETRY.
     10001: _seed(10001, Next.RETRY),
     # 10002 vendor service suspended. RETRY (long backoff is the dispatcher's choice).
@@ -178,52 +179,6 @@ _REFUSED = _none(Next.CONFIG)  # HTTP 401/403/404 without a code: our URL or sec
 _UNKNOWN_FINAL = _none(Next.MESSAGE)  # any other unmapped answer: final, token kept (sec. 5)
 
 
-@dataclass(frozen=True, slots=True)
-class _Judged:
-    verdict: _Verdict
-    raw: str
-    retry_after_s: float | None = None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _raw(code: int, text: Any, regids: Sequence[str], limit: int = 200) -> str:
-    """``code`` plus the vendor's reason, unless the reason quotes a regid."""
-    detail = text.strip() if isinstance(text, str) else ""
-    if not detail or any(r and r in detail for r in regids):
-        return str(code)
-    return f"{code} {detail[:limit]}"
-
-
 def _bad_regids(data: Any) -> set[str]:
     """Unknown regids named in a success answer (``bad_regids``, a list or a comma string)."""
     if not isinstance(data, dict):
@@ -240,12 +195,12 @@ def _bad_regids(data: Any) -> set[str]:
 
 def _judge(
     response: httpx.Response | None, failure: str, regids: Sequence[str]
-) -> dict[str, _Judged]:
+) -> dict[str, Judged]:
     """Each regid's verdict for one answer (``response`` None: no answer, see ``failure``)."""
-    retry = None if response is None else _retry_after(response)
+    retry = None if response is None else parse_retry_after(response.headers.get("retry-after"))
 
-    def every(verdict: _Verdict, raw: str) -> dict[str, _Judged]:
-        return {regid: _Judged(verdict, raw, retry) for regid in regids}
+    def every(verdict: Verdict, raw: str) -> dict[str, Judged]:
+        return {regid: Judged(verdict, raw, retry) for regid in regids}
 
     if response is None:
         return every(_UNAVAILABLE, failure)
@@ -255,7 +210,7 @@ def _judge(
         body = response.json()
     except ValueError:
         body = None
-    code = _as_int(body.get("code")) if isinstance(body, dict) else None
+    code = as_int(body.get("code")) if isinstance(body, dict) else None
     if code is None or not isinstance(body, dict):
         if response.status_code == 429:
             return every(_THROTTLED, "HTTP 429")
@@ -265,21 +220,22 @@ def _judge(
 
     if code == 0 and body.get("result", "ok") == "ok":
         bad = _bad_regids(body.get("data"))
-        bad_verdict = _Judged(_CODES[INVALID_TARGET], f"{INVALID_TARGET} bad_regids")
-        return {r: bad_verdict if r in bad else _Judged(_DONE, "0") for r in regids}
+        bad_verdict = Judged(_CODES[INVALID_TARGET], f"{INVALID_TARGET} bad_regids")
+        return {r: bad_verdict if r in bad else Judged(_DONE, "0") for r in regids}
     verdict = _CODES.get(code, _UNKNOWN_FINAL)
-    return every(verdict, _raw(code, body.get("reason") or body.get("description"), regids))
+    reason = body.get("reason") or body.get("description")
+    return every(verdict, code_and_reason(code, reason, regids))
 
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _field_error(code: int, raw: str) -> _Judged:
-    return _Judged(_CODES[code], raw)
+def _field_error(code: int, raw: str) -> Judged:
+    return Judged(_CODES[code], raw)
 
 
-def _form(item: Outbound, package_name: str, now: datetime) -> dict[str, str] | _Judged:
+def _form(item: Outbound, package_name: str, now: datetime) -> dict[str, str] | Judged:
     """The form fields (regids left out) for one delivery, or a field-limit verdict."""
     if "," in item.token or not item.token.strip():
         return _field_error(INVALID_TARGET, "registration_id: not a single regid")
@@ -360,9 +316,7 @@ class XiaomiChannel(VendorChannel):
     def create(cls, config: ChannelConfig, http: httpx.AsyncClient | None = None) -> XiaomiChannel:
         if config.vendor != cls.name:
             raise ConfigError(f"{cls.name}: given the settings of channel {config.vendor!r}")
-        app_secret = config.require("app_secret")
-        if not isinstance(app_secret, str) or not app_secret.strip():
-            raise ConfigError(f"{config.vendor}: setting 'app_secret' must be a non-empty string")
+        app_secret = text_setting(config, "app_secret")
         package_name = config.require("package_name")
         if not isinstance(package_name, str) or not _PACKAGE.match(package_name.strip()):
             raise ConfigError(
@@ -373,23 +327,13 @@ class XiaomiChannel(VendorChannel):
         base_url = API_URL
         override = config.base_url or config.values.get("base_url")
         if override not in (None, ""):
-            if not isinstance(override, str):
-                raise ConfigError(f"{config.vendor}: setting 'base_url' must be a URL string")
-            try:
-                url = httpx.URL(override.strip())
-            except httpx.InvalidURL as exc:
-                raise ConfigError(f"{config.vendor}: setting 'base_url' is not a URL") from exc
-            if url.scheme not in ("http", "https") or not url.host:
-                raise ConfigError(
-                    f"{config.vendor}: setting 'base_url' must be an http(s) URL with a host"
-                )
-            base_url = str(url).rstrip("/")
+            base_url = url_setting(config, "base_url", override)
 
         unknown = sorted(set(config.values) - _KNOWN_SETTINGS)
         if unknown:
             logger.warning("xiaomi: ignoring unknown settings %s", unknown)
         return cls(
-            app_secret=app_secret.strip(),
+            app_secret=app_secret,
             package_name=package_name.strip(),
             base_url=base_url,
             http=http,
@@ -401,26 +345,9 @@ class XiaomiChannel(VendorChannel):
 
     async def send(self, batch: Sequence[Outbound]) -> list[Outcome]:
         now = datetime.now(UTC)
-        outcomes: list[Outcome] = []
-
-        # One call per distinct message; deliveries that break a field limit stop here.
-        groups: dict[str, tuple[dict[str, str], list[Outbound]]] = {}
-        for item in batch:
-            built = _form(item, self.package_name, now)
-            if isinstance(built, _Judged):
-                outcomes.append(_outcome(item, built))
-                continue
-            key = json.dumps(built, sort_keys=True)
-            groups.setdefault(key, (built, []))[1].append(item)
-
-        jobs = [
-            self._send_group(form, members[start : start + MAX_REGIDS])
-            for form, members in groups.values()
-            for start in range(0, len(members), MAX_REGIDS)
-        ]
-        for done in await asyncio.gather(*jobs):
-            outcomes.extend(done)
-        return outcomes
+        return await send_by_message(
+            batch, lambda item: _form(item, self.package_name, now), MAX_REGIDS, self._send_group
+        )
 
     async def _send_group(self, form: dict[str, str], group: list[Outbound]) -> list[Outcome]:
         regids = list(dict.fromkeys(item.token for item in group))
@@ -444,10 +371,4 @@ class XiaomiChannel(VendorChannel):
                 response.status_code,
                 next(iter(judged.values())).raw,
             )
-        return [_outcome(item, judged[item.token]) for item in group]
-
-
-def _outcome(item: Outbound, judged: _Judged) -> Outcome:
-    verdict = judged.verdict
-    retry = judged.retry_after_s if verdict.next is Next.RETRY else None
-    return Outcome(item.delivery_id, verdict.status, verdict.next, judged.raw, retry)
+        return [judged[item.token].outcome(item) for item in group]

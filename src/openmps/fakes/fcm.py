@@ -29,18 +29,16 @@ TTL, reserved data key, QuotaFailure contents); those are ours and marked so bel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import secrets
 import time
-from collections.abc import Generator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
@@ -48,7 +46,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from openmps.fakes.base import Received, Recorder, Rule, Scenario
+from openmps.fakes.base import (
+    Received,
+    Recorder,
+    Rule,
+    Scenario,
+    ServedFake,
+    UvicornRunner,
+    control_routes,
+    drop_connection,
+    rule_response,
+)
 
 __all__ = ["GOOGLE_TOKEN_AUDIENCE", "FakeFCM", "payload_size"]
 
@@ -246,15 +254,7 @@ class _Device:
     unregistered: bool = False
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handling: a fake inside a test must not take Ctrl-C."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class FakeFCM:
+class FakeFCM(ServedFake):
     """FCM HTTP v1 and its OAuth2 token endpoint on one local port.
 
     ``token_lifetime_s`` is how long an issued access token stays valid (FCM: 3599 s).
@@ -271,64 +271,23 @@ class FakeFCM:
             routes=[
                 Route("/token", self._token, methods=["POST"]),
                 Route("/v1/projects/{project}/messages:send", self._send, methods=["POST"]),
-                Route(
-                    "/__fake__/scenario",
-                    self._control_scenario,
-                    methods=["POST", "DELETE", "GET"],
-                ),
-                Route("/__fake__/received", self._control_received, methods=["GET", "DELETE"]),
+                *control_routes(self.scenario, self.received),
             ]
         )
+        self.runner = UvicornRunner(self.app, "FCM", graceful_shutdown_s=2)
         self._accounts: dict[str, _Account] = {}  # by client_email
         self._grants: dict[str, _Grant] = {}  # by access token
         self._devices: dict[str, _Device] = {}  # by registration token
         self._next_message = 0
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._host = "127.0.0.1"
-        self._port = 0
 
-    # -- life cycle ---------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve on ``host``:``port`` (0: any free port); return the bound port."""
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            loop="none",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(), name="fake-fcm")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it (e.g. the port is taken)
-                raise RuntimeError(f"fake FCM could not listen on {host}:{port}")
-            await asyncio.sleep(0.005)
-        socket = self._server.servers[0].sockets[0]
-        self._host = host
-        self._port = int(socket.getsockname()[1])
-        return self._port
-
-    async def stop(self) -> None:
-        """Stop serving; open connections are closed."""
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        with contextlib.suppress(SystemExit):
-            await self._task
-        self._server = None
-        self._task = None
+    # -- life cycle (start, stop: ServedFake) ------------------------------------------------
 
     @property
     def url(self) -> str:
         """Where the fake listens, e.g. ``http://127.0.0.1:41234`` (the send base URL)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        host = self.runner.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.runner.port or 0}"
 
     @property
     def token_uri(self) -> str:
@@ -578,7 +537,7 @@ class FakeFCM:
         try:
             self._check_auth(request, request.path_params["project"])
             if rule is not None and rule.status is not None:
-                return _rule_response(rule)
+                return rule_response(rule, text_type="text/html")
             return JSONResponse(self._accept(request.path_params["project"], body))
         except _Refusal as refusal:
             return JSONResponse(refusal.body, refusal.status)
@@ -662,62 +621,17 @@ class FakeFCM:
         if rule.action == "expire_auth":
             self.expire_tokens()
         elif rule.action == "close":
-            await self._drop_connection(request)
-            return Response(status_code=500)  # never reaches the client
+            return await drop_connection(request, abort=True)
         elif rule.action is not None:
             raise ValueError(f"fake FCM cannot act out {rule.action!r}")
         if rule.status is not None and not answer_later:
-            return _rule_response(rule)
+            return rule_response(rule, text_type="text/html")
         return None
-
-    async def _drop_connection(self, request: Request) -> None:
-        """Abort the TCP connection this request came on, without an answer."""
-        client = request.scope.get("client")
-        if self._server is None or client is None:
-            return
-        for connection in list(self._server.server_state.connections):
-            peer = getattr(connection, "client", None)
-            transport = getattr(connection, "transport", None)
-            if peer is not None and tuple(peer) == tuple(client) and transport is not None:
-                transport.abort()
-        await asyncio.sleep(0.01)  # let uvicorn see the connection lost before we return
-
-    # -- control endpoints (fakes/base.py) ---------------------------------------------
-
-    async def _control_scenario(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.scenario.clear()
-            return JSONResponse({})
-        if request.method == "GET":
-            return JSONResponse(self.scenario.as_json())
-        try:
-            body = await request.json()
-            rule = Rule(**body["rule"])
-            token = body.get("token")
-        except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": f"bad scenario: {exc}"}, 400)
-        self.scenario.set(rule, token=token)
-        return JSONResponse(self.scenario.as_json())
-
-    async def _control_received(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.received.clear()
-            return JSONResponse({})
-        return JSONResponse([asdict(item) for item in self.received.items])
 
 
 def _oauth_error(status: int, error: str, description: str) -> _Refusal:
     """The token endpoint's refusals: RFC 6749 shape, not google.rpc (reference 2.2)."""
     return _Refusal(status, {"error": error, "error_description": description})
-
-
-def _rule_response(rule: Rule) -> Response:
-    status = rule.status if rule.status is not None else 200
-    if rule.body is None:
-        return Response(status_code=status, headers=rule.headers)
-    if isinstance(rule.body, str | bytes):
-        return Response(rule.body, status, headers=rule.headers, media_type="text/html")
-    return JSONResponse(rule.body, status, headers=rule.headers)
 
 
 def _target_token(body: Any) -> str | None:

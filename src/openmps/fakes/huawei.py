@@ -23,26 +23,33 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import math
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from openmps.fakes.base import Received, Recorder, Rule, Scenario
+from openmps.fakes.base import (
+    Received,
+    Recorder,
+    Rule,
+    Scenario,
+    ServedFake,
+    UvicornRunner,
+    control_routes,
+    drop_connection,
+    rule_response,
+)
 
 __all__ = ["FakeHuawei"]
 
@@ -113,44 +120,14 @@ def _body(code: int | str, msg: str) -> dict[str, str]:
     return {"code": str(code), "msg": msg, "requestId": _request_id()}
 
 
-def _answer(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+def _answer(status: int, body: Any) -> Response:
+    return JSONResponse(body, status_code=status)
 
 
 @dataclass
 class _Issued:
     client_id: str
     expires_at: float  # time.monotonic()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without signal handlers: the fake runs inside someone else's process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class _TransportTap:
-    """Outer ASGI layer that lets a handler drop its connection (the ``close`` action)."""
-
-    def __init__(self, app: Starlette) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            # uvicorn hands the app a bound method of its request cycle, which holds the socket.
-            cycle = getattr(send, "__self__", None)
-            scope["openmps.fake.transport"] = getattr(cycle, "transport", None)
-        await self._app(scope, receive, send)
-
-
-async def _drop_connection(request: Request) -> Response:
-    transport = request.scope.get("openmps.fake.transport")
-    if transport is not None:
-        transport.close()
-        await asyncio.sleep(0)  # let the server see the loss, so it sends nothing more
-    return Response(status_code=500)  # reached only when the socket could not be closed
 
 
 def _parse_form(raw: bytes) -> dict[str, str]:
@@ -257,7 +234,7 @@ def _check(body: Any) -> tuple[int, str] | None:
     return None
 
 
-class FakeHuawei:
+class FakeHuawei(ServedFake):
     """Huawei Push Kit v1 on a loopback port: OAuth tokens that expire, ``messages:send``.
 
     ``credentials`` maps OAuth client ids (the app ids) to their secrets; None accepts any
@@ -281,20 +258,20 @@ class FakeHuawei:
         self.illegal_tokens_style = illegal_tokens_style
         self.issued_tokens: list[str] = []  # access tokens handed out, oldest first
         self._tokens: dict[str, _Issued] = {}
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.port: int | None = None
         self.app = Starlette(
             routes=[
                 Route("/oauth2/v3/token", self._token, methods=["POST"]),
                 Route("/oauth2/v2/token", self._token, methods=["POST"]),
                 Route("/v1/{app_id}/messages:send", self._send, methods=["POST"]),
-                Route("/__fake__/scenario", self._set_scenario, methods=["POST"]),
-                Route("/__fake__/scenario", self._clear_scenario, methods=["DELETE"]),
-                Route("/__fake__/received", self._get_received, methods=["GET"]),
-                Route("/__fake__/received", self._clear_received, methods=["DELETE"]),
+                *control_routes(
+                    self.scenario,
+                    self.received,
+                    error=self.error,
+                    auth_scenario=self.auth_scenario,
+                ),
             ]
         )
+        self.runner = UvicornRunner(self.app, "Huawei")
 
     # -- answers tests can ask for ---------------------------------------------------------
 
@@ -328,44 +305,6 @@ class FakeHuawei:
         """Every access token issued so far is expired from now on."""
         for issued in self._tokens.values():
             issued.expires_at = 0.0
-
-    # -- serving -----------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve on ``host``; return the bound port (``port=0`` picks a free one)."""
-        config = uvicorn.Config(
-            _TransportTap(self.app),
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            proxy_headers=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises why it could not start
-                raise RuntimeError(f"fake Huawei could not listen on {host}:{port}")
-            await asyncio.sleep(0.005)
-        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        await self._task
-        self._server = self._task = None
-
-    @property
-    def url(self) -> str:
-        """Base URL (send and OAuth paths hang off it)."""
-        if self.port is None:
-            raise RuntimeError("the fake is not started")
-        return f"http://127.0.0.1:{self.port}"
 
     # -- vendor endpoints ----------------------------------------------------------------------
 
@@ -411,7 +350,7 @@ class FakeHuawei:
         recorded = body if body is not None else raw.decode("utf-8", errors="replace")
         self.received.add(Received(request.url.path, dict(request.headers), recorded))
 
-        rules = self._rules_for(tokens)
+        rules = self.scenario.take_many(tokens)
         acted = await self._act_out(list(rules.values()), request)
         if acted is not None:
             return acted
@@ -439,26 +378,6 @@ class FakeHuawei:
             return _answer(400, _body(ALL_INVALID, listing))
         return _answer(200, _body(PARTIAL, listing))
 
-    def _rules_for(self, tokens: Sequence[str]) -> dict[str | None, Rule]:
-        """Each token's own rule, once, and the shared rule once if a token has none."""
-        rules: dict[str | None, Rule] = {}
-        shared_needed = not tokens
-        for token in dict.fromkeys(tokens):
-            # Scenario has no public membership test; a token's own rule wins over the shared one.
-            if token in self.scenario._rules:
-                rule = self.scenario.take(token)
-                if rule is not None:
-                    rules[token] = rule
-            else:
-                shared_needed = True
-        if shared_needed:
-            shared = self.scenario.take(None)
-            if shared is not None:
-                rules[None] = shared
-                for token in tokens:
-                    rules.setdefault(token, shared)
-        return rules
-
     async def _act_out(self, rules: Sequence[Rule], request: Request) -> Response | None:
         """Apply delay, connection drop, token expiry; return a rule's own answer, if any."""
         delay = max((rule.delay_s for rule in rules), default=0.0)
@@ -466,14 +385,14 @@ class FakeHuawei:
             await asyncio.sleep(delay)
         actions = {rule.action for rule in rules}
         if "close" in actions:
-            return await _drop_connection(request)
+            return await drop_connection(request)
         if "expire_auth" in actions:
             self.expire_tokens()
         for rule in rules:
             if rule.action == ILLEGAL_TOKEN:
                 continue  # a per-token verdict; its body names the v3 reason, not an answer
             if rule.status is not None or rule.body is not None:
-                return _answer(rule.status or 200, rule.body, rule.headers)
+                return rule_response(rule)
         return None
 
     def _check_auth(self, request: Request, app_id: str) -> Response | None:
@@ -502,54 +421,3 @@ class FakeHuawei:
             reason = rule.body if rule is not None and isinstance(rule.body, str) else None
             by_reason.setdefault(reason or "tokenFormatError", []).append(token)
         return json.dumps({"success": ok, "failure": len(bad), "illegalTokens": by_reason})
-
-    # -- control endpoints ---------------------------------------------------------------------
-
-    async def _set_scenario(self, request: Request) -> Response:
-        return await _set_rule(
-            request, {None: self.scenario, "auth": self.auth_scenario}, self.error
-        )
-
-    async def _clear_scenario(self, request: Request) -> Response:
-        self.scenario.clear()
-        self.auth_scenario.clear()
-        return JSONResponse({"ok": True})
-
-    async def _get_received(self, request: Request) -> Response:
-        return JSONResponse([asdict(item) for item in self.received.items])
-
-    async def _clear_received(self, request: Request) -> Response:
-        self.received.clear()
-        return JSONResponse({"ok": True})
-
-
-async def _set_rule(
-    request: Request,
-    scenarios: Mapping[str | None, Scenario],
-    error: Callable[[int], Rule],
-) -> Response:
-    """``{"token": ..., "rule": {...}}`` or ``{"token": ..., "error": <code>}``.
-
-    An optional ``"target": "auth"`` puts the rule on the OAuth endpoint instead.
-    """
-    payload = _parse_json(await request.body())
-    if not isinstance(payload, dict):
-        return JSONResponse({"error": "expected a JSON object"}, status_code=400)
-    scenario = scenarios.get(payload.get("target"))
-    token = payload.get("token")
-    if scenario is None or not (token is None or isinstance(token, str)):
-        return JSONResponse({"error": "bad target or token"}, status_code=400)
-    if isinstance(payload.get("error"), int):
-        rule = error(payload["error"])
-    elif isinstance(payload.get("rule"), dict):
-        known = {f.name for f in fields(Rule)}
-        unknown = set(payload["rule"]) - known
-        if unknown:
-            return JSONResponse(
-                {"error": f"unknown rule fields {sorted(unknown)}"}, status_code=400
-            )
-        rule = Rule(**payload["rule"])
-    else:
-        return JSONResponse({"error": "give a rule or an error code"}, status_code=400)
-    scenario.set(rule, token=token)
-    return JSONResponse({"ok": True})

@@ -18,30 +18,37 @@ Ways to make it misbehave, besides sending it bad requests:
 - Registration ids starting ``invalid-`` (10000), ``quota-`` (33, daily quota), ``busy-``
   (-2, flow control) or ``boom-`` (HTTP 500) answer so without any scenario (reference 7).
 
-Not acted out: ``Rule(action="close")`` (an ASGI app cannot drop its connection unanswered).
+Not acted out: ``Rule(action="close")``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import re
 import secrets
 import time
-from collections.abc import Generator, Iterable, Mapping
-from dataclasses import asdict, fields
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from openmps.fakes.base import Received, Recorder, Rule, Scenario
+from openmps.fakes.base import (
+    Received,
+    Recorder,
+    Rule,
+    Scenario,
+    ServedFake,
+    UvicornRunner,
+    act_before_judging,
+    control_routes,
+    rule_response,
+    target_answer,
+)
 
 __all__ = [
     "AUTH_PATH",
@@ -57,7 +64,6 @@ UNICAST_PATH = "/server/v1/message/notification/unicast"
 UNICAST_BATCH_PATH = "/server/v1/message/notification/unicast_batch"
 SAVE_CONTENT_PATH = "/server/v1/message/notification/save_message_content"
 BROADCAST_PATH = "/server/v1/message/notification/broadcast"
-AUTH_SCENARIO_TOKEN = "__auth__"  # the token that addresses auth_scenario over HTTP
 
 # OPPO's own words for its codes (reference 3.6).
 MESSAGES: dict[int, str] = {
@@ -100,9 +106,8 @@ MESSAGES: dict[int, str] = {
 # Codes OPPO reports per target inside a successful batch answer, not for the whole request.
 PER_TARGET_CODES = frozenset({10000})
 
-# Registration id prefixes that answer without a scenario: code, or an HTTP status for boom-.
+# Registration id prefixes that answer OPPO's code without a scenario (and boom-: HTTP 500).
 TRIGGERS: dict[str, int] = {"invalid-": 10000, "quota-": 33, "busy-": -2}
-BOOM_PREFIX = "boom-"
 
 TITLE_MAX = 50
 SUB_TITLE_MAX = 10
@@ -131,14 +136,6 @@ class _Problem(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: a fake runs inside someone else's process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def _now_ms() -> int:
@@ -242,15 +239,6 @@ def _answer(code: int, data: Any = None, message: str | None = None) -> JSONResp
     return JSONResponse(body)
 
 
-def _rule_response(rule: Rule) -> Response:
-    status = rule.status or 200
-    if isinstance(rule.body, dict | list):
-        return JSONResponse(rule.body, status_code=status, headers=rule.headers)
-    if isinstance(rule.body, str):
-        return PlainTextResponse(rule.body, status_code=status, headers=rule.headers)
-    return Response(b"", status_code=status, headers=rule.headers)
-
-
 def _code_of(rule: Rule) -> int | None:
     """The OPPO code a 200 rule answers with, if it is one of OPPO's bodies."""
     if rule.status == 200 and isinstance(rule.body, dict):
@@ -260,7 +248,7 @@ def _code_of(rule: Rule) -> int | None:
     return None
 
 
-class FakeOPPO:
+class FakeOPPO(ServedFake):
     """The OPPO gateway, with scenario control and a record of what it received."""
 
     def __init__(
@@ -278,12 +266,9 @@ class FakeOPPO:
         self.scenario = Scenario()  # rules for send requests, by registration id
         self.auth_scenario = Scenario()  # rules for /server/v1/auth
         self.received = Recorder()  # every request, auth included, oldest first
-        self.port: int | None = None  # bound port while started
         self._tokens: dict[str, float] = {}  # auth_token -> expiry (monotonic)
         self._contents: dict[str, dict[str, Any]] = {}  # save_message_content id -> fields
         self._sent: dict[tuple[str, str], str] = {}  # (app_message_id, target) -> messageId
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
         self.app = Starlette(
             routes=[
                 Route(AUTH_PATH, self._auth, methods=["GET", "POST"]),
@@ -291,10 +276,15 @@ class FakeOPPO:
                 Route(UNICAST_BATCH_PATH, self._unicast_batch, methods=["GET", "POST"]),
                 Route(SAVE_CONTENT_PATH, self._save_content, methods=["GET", "POST"]),
                 Route(BROADCAST_PATH, self._broadcast, methods=["GET", "POST"]),
-                Route("/__fake__/scenario", self._control_scenario, methods=["POST", "DELETE"]),
-                Route("/__fake__/received", self._control_received, methods=["GET", "DELETE"]),
+                *control_routes(
+                    self.scenario,
+                    self.received,
+                    error=self.error,
+                    auth_scenario=self.auth_scenario,
+                ),
             ]
         )
+        self.runner = UvicornRunner(self.app, "OPPO")
 
     # -- building answers -----------------------------------------------------------------
 
@@ -318,45 +308,6 @@ class FakeOPPO:
         """Every auth token handed out, oldest first (expired ones included)."""
         return list(self._tokens)
 
-    # -- life -----------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the fake is not started")
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve on ``host:port`` (0: any free port); return the bound port."""
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            loop="none",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(), name="fake-oppo")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-                raise RuntimeError(f"fake OPPO could not listen on {host}:{port}")
-            await asyncio.sleep(0.005)
-        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        await self._task
-        self._server = None
-        self._task = None
-        self.port = None
-
     # -- request plumbing -----------------------------------------------------------------
 
     async def _form(self, request: Request) -> dict[str, str]:
@@ -378,16 +329,7 @@ class FakeOPPO:
 
     async def _act(self, rules: Iterable[Rule | None]) -> Response | None:
         """Act out what the rules ask before judging: expiry, delay, HTTP faults."""
-        found = [rule for rule in rules if rule is not None]
-        if any(rule.action == "expire_auth" for rule in found):
-            self.expire_tokens()
-        delay = max((rule.delay_s for rule in found), default=0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        for rule in found:
-            if rule.status is not None and rule.status != 200:
-                return _rule_response(rule)
-        return None
+        return await act_before_judging(rules, self.expire_tokens)
 
     def _check_token(self, form: Mapping[str, str]) -> None:
         token = form.get("auth_token")
@@ -410,14 +352,7 @@ class FakeOPPO:
     @staticmethod
     def _target_answer(target: str, rule: Rule | None) -> Rule | None:
         """The rule for one target, or the answer its registration id triggers."""
-        if rule is not None and rule.status is not None:
-            return rule
-        if target.startswith(BOOM_PREFIX):
-            return Rule(status=500, body="Internal Server Error")
-        for prefix, code in TRIGGERS.items():
-            if target.startswith(prefix):
-                return FakeOPPO.error(code)
-        return None
+        return target_answer(target, rule, TRIGGERS, FakeOPPO.error)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -459,7 +394,7 @@ class FakeOPPO:
             target, notification = _check_message(message)
             answer = self._target_answer(target, rules[0])
             if answer is not None:
-                return _rule_response(answer)
+                return rule_response(answer)
             return _answer(0, {"messageId": self._deliver(target, notification)}, "")
         except _Problem as problem:
             return _answer(problem.code, message=problem.detail)
@@ -483,7 +418,7 @@ class FakeOPPO:
             answers = [self._target_answer(t, r) for (t, _), r in zip(checked, rules, strict=True)]
             for answer in answers:
                 if answer is not None and _code_of(answer) not in PER_TARGET_CODES:
-                    return _rule_response(answer)
+                    return rule_response(answer)
             data: list[dict[str, Any]] = []
             for (target, notification), answer in zip(checked, answers, strict=True):
                 element: dict[str, Any] = {"registrationId": target}
@@ -546,36 +481,13 @@ class FakeOPPO:
                 answer = self._target_answer(target, rule)
                 code = None if answer is None else _code_of(answer)
                 if answer is not None and code not in PER_TARGET_CODES:
-                    return _rule_response(answer)
+                    return rule_response(answer)
                 if code is not None:
                     failed.setdefault(str(code), []).append(target)
             data.update(failed)
             return _answer(0, data, "")
         except _Problem as problem:
             return _answer(problem.code, message=problem.detail)
-
-    # -- control --------------------------------------------------------------------------
-
-    async def _control_scenario(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.scenario.clear()
-            self.auth_scenario.clear()
-            return JSONResponse({"ok": True})
-        body = await request.json()
-        known = {f.name for f in fields(Rule)}
-        rule = Rule(**{k: v for k, v in (body.get("rule") or {}).items() if k in known})
-        token = body.get("token")
-        if token == AUTH_SCENARIO_TOKEN:
-            self.auth_scenario.set(rule)
-        else:
-            self.scenario.set(rule, token=token)
-        return JSONResponse({"ok": True})
-
-    async def _control_received(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.received.clear()
-            return JSONResponse({"ok": True})
-        return JSONResponse([asdict(item) for item in self.received.items])
 
 
 def _json_field(form: Mapping[str, str], name: str) -> Any:

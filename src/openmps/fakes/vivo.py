@@ -26,25 +26,32 @@ marked "ours". Not acted out: ``Rule(action="close")``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Generator, Iterable, Mapping
-from dataclasses import asdict, fields
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from openmps.fakes.base import Received, Recorder, Rule, Scenario
+from openmps.fakes.base import (
+    Received,
+    Recorder,
+    Rule,
+    Scenario,
+    ServedFake,
+    UvicornRunner,
+    act_before_judging,
+    control_routes,
+    rule_response,
+    target_answer,
+)
 
 __all__ = [
     "AUTH_PATH",
@@ -58,7 +65,6 @@ AUTH_PATH = "/message/auth"
 SEND_PATH = "/message/send"
 SAVE_LIST_PAYLOAD_PATH = "/message/saveListPayload"
 PUSH_TO_LIST_PATH = "/message/pushToList"
-AUTH_SCENARIO_TOKEN = "__auth__"  # the token that addresses auth_scenario over HTTP
 
 OK_DESC = "请求成功"
 PARAM_ERROR = 10099  # ours: a field vivo checks but publishes no code for
@@ -95,9 +101,8 @@ MESSAGES: dict[int, str] = {
     PARAM_ERROR: "参数不合法",  # ours
 }
 
-# regId prefixes that answer without a scenario: code, or HTTP 500 for boom-.
+# regId prefixes that answer vivo's code without a scenario (and boom-: HTTP 500).
 TRIGGERS: dict[str, int] = {"invalid-": 10302, "quota-": 10070, "busy-": 10072}
-BOOM_PREFIX = "boom-"
 
 TITLE_MAX = 40  # width: a CJK character counts 2
 CONTENT_MAX = 100  # same
@@ -124,14 +129,6 @@ class _Problem(Exception):
         super().__init__(detail or MESSAGES.get(code, ""))
         self.code = code
         self.detail = detail or MESSAGES.get(code, "")
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: a fake runs inside someone else's process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def width(text: str) -> int:
@@ -233,15 +230,6 @@ def _answer(code: int, **extra: Any) -> JSONResponse:
     return JSONResponse({"result": code, "desc": MESSAGES.get(code, ""), **extra})
 
 
-def _rule_response(rule: Rule) -> Response:
-    status = rule.status or 200
-    if isinstance(rule.body, dict | list):
-        return JSONResponse(rule.body, status_code=status, headers=rule.headers)
-    if isinstance(rule.body, str):
-        return PlainTextResponse(rule.body, status_code=status, headers=rule.headers)
-    return Response(b"", status_code=status, headers=rule.headers)
-
-
 def _invalid_status(rule: Rule | None) -> int | None:
     """The invalidUser status a rule gives its target in a list push, if any."""
     if rule is None or rule.status != 200 or not isinstance(rule.body, dict):
@@ -254,7 +242,7 @@ def _invalid_status(rule: Rule | None) -> int | None:
     return None
 
 
-class FakeVivo:
+class FakeVivo(ServedFake):
     """The vivo gateway, with scenario control and a record of what it received."""
 
     def __init__(
@@ -272,22 +260,24 @@ class FakeVivo:
         self.scenario = Scenario()  # rules for send requests, by regId
         self.auth_scenario = Scenario()  # rules for /message/auth
         self.received = Recorder()  # every request, auth included, oldest first
-        self.port: int | None = None  # bound port while started
         self._tokens: dict[str, float] = {}  # authToken -> expiry (monotonic)
         self._lists: dict[str, dict[str, Any]] = {}  # saveListPayload taskId -> body
         self._request_ids: set[str] = set()  # requestIds of accepted requests
-        self._server: _QuietServer | None = None
-        self._task: asyncio.Task[None] | None = None
         self.app = Starlette(
             routes=[
                 Route(AUTH_PATH, self._auth, methods=["POST"]),
                 Route(SEND_PATH, self._send, methods=["POST"]),
                 Route(SAVE_LIST_PAYLOAD_PATH, self._save_list_payload, methods=["POST"]),
                 Route(PUSH_TO_LIST_PATH, self._push_to_list, methods=["POST"]),
-                Route("/__fake__/scenario", self._control_scenario, methods=["POST", "DELETE"]),
-                Route("/__fake__/received", self._control_received, methods=["GET", "DELETE"]),
+                *control_routes(
+                    self.scenario,
+                    self.received,
+                    error=self.error,
+                    auth_scenario=self.auth_scenario,
+                ),
             ]
         )
+        self.runner = UvicornRunner(self.app, "vivo")
 
     # -- building answers -----------------------------------------------------------------
 
@@ -319,45 +309,6 @@ class FakeVivo:
         """Every auth token handed out, oldest first (expired ones included)."""
         return list(self._tokens)
 
-    # -- life -----------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the fake is not started")
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve on ``host:port`` (0: any free port); return the bound port."""
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            loop="none",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(), name="fake-vivo")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-                raise RuntimeError(f"fake vivo could not listen on {host}:{port}")
-            await asyncio.sleep(0.005)
-        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        await self._task
-        self._server = None
-        self._task = None
-        self.port = None
-
     # -- request plumbing -----------------------------------------------------------------
 
     async def _json(self, request: Request) -> dict[str, Any]:
@@ -374,16 +325,7 @@ class FakeVivo:
 
     async def _act(self, rules: Iterable[Rule | None]) -> Response | None:
         """Act out what the rules ask before judging: expiry, delay, HTTP faults."""
-        found = [rule for rule in rules if rule is not None]
-        if any(rule.action == "expire_auth" for rule in found):
-            self.expire_tokens()
-        delay = max((rule.delay_s for rule in found), default=0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        for rule in found:
-            if rule.status is not None and rule.status != 200:
-                return _rule_response(rule)
-        return None
+        return await act_before_judging(rules, self.expire_tokens)
 
     def _check_token(self, request: Request, body: Mapping[str, Any]) -> None:
         token = request.headers.get("authToken", "")
@@ -404,14 +346,7 @@ class FakeVivo:
     @staticmethod
     def _target_answer(target: str, rule: Rule | None) -> Rule | None:
         """The rule for one target, or the answer its regId triggers."""
-        if rule is not None and rule.status is not None:
-            return rule
-        if target.startswith(BOOM_PREFIX):
-            return Rule(status=500, body="Internal Server Error")
-        for prefix, code in TRIGGERS.items():
-            if target.startswith(prefix):
-                return FakeVivo.error(code)
-        return None
+        return target_answer(target, rule, TRIGGERS, FakeVivo.error)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -461,7 +396,7 @@ class FakeVivo:
             if answer is not None:
                 status = _invalid_status(answer)
                 if status is None or answer.body.get("result") != 0:
-                    return _rule_response(answer)
+                    return rule_response(answer)
                 self._request_ids.add(request_id)
                 user = {"userid": target, "status": status}
                 return _answer(0, taskId=task_id, invalidUser=user)
@@ -509,7 +444,7 @@ class FakeVivo:
                     continue
                 status = _invalid_status(answer)
                 if status is None:
-                    return _rule_response(answer)
+                    return rule_response(answer)
                 invalid.append({"userId": reg_id, "status": status})
             self._request_ids.add(request_id)
             extra: dict[str, Any] = {"requestId": request_id}
@@ -518,26 +453,3 @@ class FakeVivo:
             return _answer(0, **extra)
         except _Problem as problem:
             return JSONResponse({"result": problem.code, "desc": problem.detail})
-
-    # -- control --------------------------------------------------------------------------
-
-    async def _control_scenario(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.scenario.clear()
-            self.auth_scenario.clear()
-            return JSONResponse({"ok": True})
-        body = await request.json()
-        known = {f.name for f in fields(Rule)}
-        rule = Rule(**{k: v for k, v in (body.get("rule") or {}).items() if k in known})
-        token = body.get("token")
-        if token == AUTH_SCENARIO_TOKEN:
-            self.auth_scenario.set(rule)
-        else:
-            self.scenario.set(rule, token=token)
-        return JSONResponse({"ok": True})
-
-    async def _control_received(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.received.clear()
-            return JSONResponse({"ok": True})
-        return JSONResponse([asdict(item) for item in self.received.items])

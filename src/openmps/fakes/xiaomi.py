@@ -22,23 +22,28 @@ own rule once and the shared rule (``token=None``) once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import re
 import uuid
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import asdict, fields
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from openmps.fakes.base import Received, Recorder, Rule, Scenario
+from openmps.fakes.base import (
+    Received,
+    Recorder,
+    Rule,
+    Scenario,
+    ServedFake,
+    UvicornRunner,
+    control_routes,
+    drop_connection,
+    rule_response,
+)
 
 __all__ = ["FakeXiaomi"]
 
@@ -120,28 +125,6 @@ def _error_body(code: int, reason: str | None = None) -> dict[str, Any]:
     }
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without signal handlers: the fake runs inside someone else's process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class _TransportTap:
-    """Outer ASGI layer that lets a handler drop its connection (the ``close`` action)."""
-
-    def __init__(self, app: Starlette) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            # uvicorn hands the app a bound method of its request cycle, which holds the socket.
-            cycle = getattr(send, "__self__", None)
-            scope["openmps.fake.transport"] = getattr(cycle, "transport", None)
-        await self._app(scope, receive, send)
-
-
 def _check(form: Mapping[str, str], regids: Sequence[str]) -> tuple[int, str] | None:
     """The first validation failure of a regid send, as (code, reason), or None."""
     if not regids:
@@ -174,7 +157,7 @@ def _check(form: Mapping[str, str], regids: Sequence[str]) -> tuple[int, str] | 
     return None
 
 
-class FakeXiaomi:
+class FakeXiaomi(ServedFake):
     """MiPush server API on a loopback port: ``key=<AppSecret>`` auth, regid sends.
 
     ``apps`` maps AppSecrets to the package name of their app; None accepts any non-empty
@@ -185,19 +168,14 @@ class FakeXiaomi:
         self.scenario = Scenario()  # rules for send requests, by regid
         self.received = Recorder()  # every request to a vendor path
         self.apps = dict(apps) if apps is not None else None
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.port: int | None = None
         self.app = Starlette(
             routes=[
                 Route("/v3/message/regid", self._send, methods=["POST"]),
                 Route("/v2/message/regid", self._send, methods=["POST"]),
-                Route("/__fake__/scenario", self._set_scenario, methods=["POST"]),
-                Route("/__fake__/scenario", self._clear_scenario, methods=["DELETE"]),
-                Route("/__fake__/received", self._get_received, methods=["GET"]),
-                Route("/__fake__/received", self._clear_received, methods=["DELETE"]),
+                *control_routes(self.scenario, self.received, error=self.error),
             ]
         )
+        self.runner = UvicornRunner(self.app, "Xiaomi")
 
     # -- answers tests can ask for ---------------------------------------------------------
 
@@ -218,43 +196,6 @@ class FakeXiaomi:
         headers = {} if retry_after_s is None else {"Retry-After": f"{retry_after_s:g}"}
         return Rule(status=status, body=f"HTTP {status}", headers=headers)
 
-    # -- serving -----------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve on ``host``; return the bound port (``port=0`` picks a free one)."""
-        config = uvicorn.Config(
-            _TransportTap(self.app),
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            proxy_headers=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises why it could not start
-                raise RuntimeError(f"fake Xiaomi could not listen on {host}:{port}")
-            await asyncio.sleep(0.005)
-        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        await self._task
-        self._server = self._task = None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the fake is not started")
-        return f"http://127.0.0.1:{self.port}"
-
     # -- vendor endpoint -----------------------------------------------------------------------
 
     async def _send(self, request: Request) -> Response:
@@ -267,7 +208,7 @@ class FakeXiaomi:
             )
         )
 
-        rules = self._rules_for(regids)
+        rules = self.scenario.take_many(regids)
         acted = await self._act_out(list(rules.values()), request)
         if acted is not None:
             return acted
@@ -309,79 +250,15 @@ class FakeXiaomi:
             }
         )
 
-    def _rules_for(self, regids: Sequence[str]) -> dict[str | None, Rule]:
-        """Each regid's own rule, once, and the shared rule once if a regid has none."""
-        rules: dict[str | None, Rule] = {}
-        shared_needed = not regids
-        for regid in regids:
-            # Scenario has no public membership test; a regid's own rule wins over the shared one.
-            if regid in self.scenario._rules:
-                rule = self.scenario.take(regid)
-                if rule is not None:
-                    rules[regid] = rule
-            else:
-                shared_needed = True
-        if shared_needed:
-            shared = self.scenario.take(None)
-            if shared is not None:
-                rules[None] = shared
-                for regid in regids:
-                    rules.setdefault(regid, shared)
-        return rules
-
     async def _act_out(self, rules: Sequence[Rule], request: Request) -> Response | None:
         """Apply delay and connection drop; return a rule's own answer, if any."""
         delay = max((rule.delay_s for rule in rules), default=0.0)
         if delay > 0:
             await asyncio.sleep(delay)
         if any(rule.action == "close" for rule in rules):
-            transport = request.scope.get("openmps.fake.transport")
-            if transport is not None:
-                transport.close()
-                await asyncio.sleep(0)  # let the server see the loss, so it sends nothing more
-            return Response(status_code=500)  # reached the client only if no socket was found
+            return await drop_connection(request)
         # "expire_auth": nothing to expire, Xiaomi has no access token.
         for rule in rules:
             if rule.status is not None or rule.body is not None:
-                if isinstance(rule.body, str):
-                    return Response(rule.body, status_code=rule.status or 200, headers=rule.headers)
-                return JSONResponse(rule.body, status_code=rule.status or 200, headers=rule.headers)
+                return rule_response(rule)
         return None
-
-    # -- control endpoints ---------------------------------------------------------------------
-
-    async def _set_scenario(self, request: Request) -> Response:
-        """``{"token": ..., "rule": {...}}`` or ``{"token": ..., "error": <code>}``."""
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
-        token = payload.get("token")
-        if not (token is None or isinstance(token, str)):
-            return JSONResponse({"error": "token must be a string or null"}, status_code=400)
-        if isinstance(payload.get("error"), int):
-            rule = self.error(payload["error"])
-        elif isinstance(payload.get("rule"), dict):
-            unknown = set(payload["rule"]) - {f.name for f in fields(Rule)}
-            if unknown:
-                return JSONResponse(
-                    {"error": f"unknown rule fields {sorted(unknown)}"}, status_code=400
-                )
-            rule = Rule(**payload["rule"])
-        else:
-            return JSONResponse({"error": "give a rule or an error code"}, status_code=400)
-        self.scenario.set(rule, token=token)
-        return JSONResponse({"ok": True})
-
-    async def _clear_scenario(self, request: Request) -> Response:
-        self.scenario.clear()
-        return JSONResponse({"ok": True})
-
-    async def _get_received(self, request: Request) -> Response:
-        return JSONResponse([asdict(item) for item in self.received.items])
-
-    async def _clear_received(self, request: Request) -> Response:
-        self.received.clear()
-        return JSONResponse({"ok": True})
