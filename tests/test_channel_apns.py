@@ -1007,3 +1007,154 @@ async def test_fake_raises_the_stream_limit_after_the_first_good_token(
 
     assert [response.status_code for response in responses] == [200] * 5
     assert fake.peak_open_streams == 4  # one alone first, then the other four at once
+
+
+# -- certificate auth ----------------------------------------------------------------------
+
+
+def cert_config(
+    fake: FakeAPNs, cert_pem: str, key_pem: str | None, **changes: Any
+) -> ChannelConfig:
+    values: dict[str, Any] = {"topic": TOPIC, "ca_pem": fake.cert_pem}
+    if key_pem is None:
+        values["certificate"] = cert_pem
+    else:
+        values["certificate"], values["certificate_key"] = cert_pem, key_pem
+    values.update(changes)
+    return ChannelConfig(
+        vendor="apns", values=values, base_url=fake.url, secret_keys=APNsChannel.secret_keys
+    )
+
+
+async def cert_send(config_: ChannelConfig, items: list[Outbound]) -> list[Outcome]:
+    channel = APNsChannel.create(config_)
+    try:
+        return by_id(await channel.send(items))
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("separate_key", [False, True])
+async def test_certificate_auth_sends_no_authorization_header(
+    separate_key: bool, fake: FakeAPNs
+) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC)
+    settings = (
+        cert_config(fake, cert_pem, key_pem)
+        if separate_key
+        else cert_config(fake, cert_pem + key_pem, None)
+    )
+
+    outcomes = await cert_send(settings, [push(1, msg_key="m1"), push(2, hex_token(2))])
+
+    assert outcomes == [acked(1), acked(2)]
+    assert fake.connections_accepted == 1
+    first = next(item for item in fake.received.items if item.path == f"/3/device/{TOKEN}")
+    assert dict(first.headers) == {
+        ":method": "POST",
+        ":scheme": "https",
+        ":path": f"/3/device/{TOKEN}",
+        ":authority": f"127.0.0.1:{fake.port}",
+        "apns-topic": TOPIC,
+        "apns-push-type": "alert",
+        "apns-priority": "10",
+        "apns-expiration": EXPIRES_HEADER,
+        "apns-collapse-id": "m1",
+    }
+    assert all("authorization" not in dict(item.headers) for item in fake.received.items)
+
+
+async def test_certificate_for_another_topic_is_topic_disallowed(fake: FakeAPNs) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate("com.example.other")
+
+    outcomes = await cert_send(cert_config(fake, cert_pem, key_pem), [push(1)])
+
+    assert outcomes == [Outcome(1, apns(2004), Next.CONFIG, raw="400 TopicDisallowed")]
+
+
+async def test_certificate_extra_topics_allow_the_voip_topic(fake: FakeAPNs) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC, extra_topics=[f"{TOPIC}.voip"])
+    settings = cert_config(fake, cert_pem, key_pem, push_type="voip")
+
+    assert await cert_send(settings, [push(1)]) == [acked(1)]
+    assert "authorization" not in dict(fake.received.items[0].headers)
+    assert dict(fake.received.items[0].headers)["apns-topic"] == f"{TOPIC}.voip"
+
+
+async def test_certificate_from_another_ca_is_bad_certificate(fake: FakeAPNs) -> None:
+    other = FakeAPNs()  # never started: only its CA is used, to sign a certificate
+    cert_pem, key_pem = other.issue_client_certificate(TOPIC)
+
+    [outcome] = await cert_send(cert_config(fake, cert_pem, key_pem), [push(1)])
+
+    assert (outcome.status, outcome.next) == (apns(2014), Next.CONFIG)
+    # The TLS 1.3 alert rarely reaches asyncio: either it or the bare close counts.
+    assert (outcome.raw or "").endswith("refused the client certificate")
+    assert len(fake.received.items) == 0
+
+
+async def test_revoked_certificate_gets_goaway_bad_certificate(fake: FakeAPNs) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC)
+    fake.revoke_client_certificate(cert_pem)
+
+    outcomes = await cert_send(cert_config(fake, cert_pem, key_pem), [push(1), push(2, "ab")])
+
+    raw = "GOAWAY BadCertificate (last stream 0)"
+    assert outcomes == [Outcome(i, apns(2014), Next.CONFIG, raw=raw) for i in (1, 2)]
+    assert len(fake.received.items) == 0
+
+
+async def test_sandbox_certificate_on_the_production_host_is_bad_environment(
+    fake: FakeAPNs,
+) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC, environment="sandbox")
+
+    outcomes = await cert_send(cert_config(fake, cert_pem, key_pem), [push(1)])
+
+    assert outcomes == [Outcome(1, apns(2013), Next.CONFIG, raw="403 BadCertificateEnvironment")]
+
+
+def test_neither_auth_kind_is_a_config_error_naming_both() -> None:
+    values = {"topic": TOPIC}
+
+    with pytest.raises(ConfigError, match=r"'private_key'.*'certificate'"):
+        APNsChannel.create(ChannelConfig(vendor="apns", values=values))
+
+
+def test_both_auth_kinds_is_a_config_error_naming_them(fake: FakeAPNs, key: Key) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC)
+    values = {
+        "team_id": TEAM_ID,
+        "key_id": KEY_ID,
+        "private_key": key.private_pem,
+        "certificate": cert_pem + key_pem,
+        "topic": TOPIC,
+    }
+
+    with pytest.raises(ConfigError, match=r"'private_key'.*'certificate'.*not both"):
+        APNsChannel.create(ChannelConfig(vendor="apns", values=values))
+
+
+def test_certificate_auth_still_needs_a_topic(fake: FakeAPNs) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC)
+    values = {"certificate": cert_pem, "certificate_key": key_pem}
+
+    with pytest.raises(ConfigError, match="'topic'"):
+        APNsChannel.create(ChannelConfig(vendor="apns", values=values))
+
+
+@pytest.mark.parametrize("missing_key", [False, True])
+def test_unreadable_certificate_is_a_config_error(missing_key: bool, fake: FakeAPNs) -> None:
+    cert_pem, key_pem = fake.issue_client_certificate(TOPIC)
+    values = {"topic": TOPIC, "certificate": cert_pem}  # no key anywhere
+    if not missing_key:
+        values["certificate"] = "-----BEGIN CERTIFICATE-----\nnot a cert\n-----END CERTIFICATE-----"
+        values["certificate_key"] = key_pem
+
+    with pytest.raises(ConfigError, match="'certificate'") as raised:
+        APNsChannel.create(ChannelConfig(vendor="apns", values=values))
+    assert "PRIVATE KEY" not in str(raised.value) and "not a cert" not in str(raised.value)
+
+
+def test_certificate_settings_are_secret() -> None:
+    assert {"private_key", "certificate", "certificate_key"} <= APNsChannel.secret_keys

@@ -1,4 +1,4 @@
-"""Apple Push Notification service: token-auth pushes over HTTP/2, Apple's answers as statuses.
+"""Apple Push Notification service: pushes over HTTP/2, Apple's answers as statuses.
 
 Reference: ``shared/reference/vendors-apns-fcm-webpush.md`` section 1 and tables 4.1 / 5.1;
 statuses per ``shared/reference/status-codes.md``.
@@ -16,9 +16,14 @@ answers ``ExpiredProviderToken``, one new token is minted however many streams s
 once, and those pushes are sent once more; a second ``ExpiredProviderToken`` is final
 (CONFIG, note N1).
 
-Certificate (TLS client certificate) auth is not implemented: ``create`` requires the token
-settings, so an app that has only a certificate gets a ConfigError naming ``private_key`` and
-its iOS deliveries are not sent through APNs until certificate auth exists.
+Or certificate auth (reference 1.5.2): the app's client certificate (``certificate``, with
+its key in the same PEM or in ``certificate_key``) is presented in every TLS handshake and no
+``authorization`` header is sent. An app gives one kind or the other: both or neither is a
+ConfigError naming the settings. APNs refuses a certificate with 403 ``BadCertificate`` /
+``BadCertificateEnvironment``, as an answer or as a GOAWAY right after the handshake (both
+map to 2014 / 2013, CONFIG); a TLS alert about our certificate during the handshake (the
+server could not verify it) is taken as ``BadCertificate`` too, not as 2025, since connecting
+again cannot help.
 
 Codes the contract marks PROPOSAL (2012, 2015-2022, 2026-2034) are not in
 ``openmps.statuses`` yet: until they are added there, those answers are recorded as
@@ -32,13 +37,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import ssl
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -170,6 +178,20 @@ _VERDICTS: dict[tuple[int, str], tuple[int, Next]] = {
 # Answers after which this connection takes no new streams (the next push opens another).
 _RECONNECT_REASONS = frozenset({"IdleTimeout", "Shutdown", "UnrelatedKeyIdInToken"})
 
+# OpenSSL's names for the TLS alerts a server sends when it refuses the client certificate.
+_CLIENT_CERT_ALERTS = frozenset(
+    {
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    }
+)
+
 
 def _status(code: int) -> Status:
     found = statuses.find(Channel.APNS, code)
@@ -288,7 +310,7 @@ class _H2Client(h2.connection.H2Connection):
 class _Link(asyncio.Protocol):
     """One HTTP/2 connection to APNs: streams, their answers, and how many may be open."""
 
-    def __init__(self, *, response_timeout_s: float) -> None:
+    def __init__(self, *, response_timeout_s: float, client_certificate: bool = False) -> None:
         config = h2.config.H2Configuration(
             client_side=True,
             header_encoding=None,
@@ -300,6 +322,8 @@ class _Link(asyncio.Protocol):
         self._h2.encoder = _PlainEncoder()
         self._loop = asyncio.get_running_loop()
         self._timeout_s = response_timeout_s  # per stream, from opening to the answer
+        self._client_certificate = client_certificate  # our TLS handshakes present one
+        self._heard = False  # any byte received from the server after the TLS handshake
         self._transport: asyncio.Transport | None = None
         self._open = 0  # streams counted against the server's limit
         self._slot_waiters: deque[asyncio.Future[bool]] = deque()  # True: a slot is yours
@@ -309,6 +333,7 @@ class _Link(asyncio.Protocol):
         self.ready.add_done_callback(_retrieve)
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.retired = False  # takes no new streams
+        self.goaway: _NoConnection | None = None  # set by the server's GOAWAY
         self.lost = False  # the transport is gone
 
     @property
@@ -327,6 +352,7 @@ class _Link(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -382,7 +408,12 @@ class _Link(asyncio.Protocol):
         self._refuse_waiters()
         self._wake_senders()
         if not self.ready.done():
-            self.ready.set_exception(_NoConnection("connection closed during the HTTP/2 setup"))
+            refused = None
+            if self._client_certificate and not self._heard:
+                refused = _refused_certificate(exc)
+            self.ready.set_exception(
+                refused or _NoConnection("connection closed during the HTTP/2 setup")
+            )
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -415,8 +446,9 @@ class _Link(asyncio.Protocol):
             self._open -= 1
             _settle(pending, _NoAnswer(raw, resend=True, reason=reason))
         self._refuse_waiters()
+        self.goaway = _NoConnection(raw, reason)
         if not self.ready.done():
-            self.ready.set_exception(_NoConnection(raw, reason))
+            self.ready.set_exception(self.goaway)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -581,29 +613,34 @@ class _Prepared:
     body: bytes
 
     def headers(self, bearer: bytes) -> list[tuple[bytes, bytes]]:
+        """With ``bearer`` empty (certificate auth), no authorization header."""
+        if not bearer:
+            return [*self.head, *self.tail]
         # Never indexed (HPACK), as Apple asks for :path and authorization.
         return [*self.head, NeverIndexedHeaderTuple(b"authorization", bearer), *self.tail]
 
 
 class APNsChannel(VendorChannel):
-    """APNs for one app, with token (JWT) auth. Build it with :meth:`create`.
+    """APNs for one app, with token (JWT) or certificate auth. Build it with :meth:`create`.
 
-    Settings (``ChannelConfig.values``): ``team_id``, ``key_id``, ``private_key`` (the .p8
-    PEM; secret), ``topic`` (the bundle id), ``environment`` (``production``, the default, or
-    ``sandbox``), ``push_type`` (default ``alert``), ``ca_pem`` (extra CA to trust, for fakes).
-    ``ChannelConfig.base_url`` (``https://host:port``) overrides the environment's host.
+    Settings (``ChannelConfig.values``): token auth ``team_id``, ``key_id``, ``private_key``
+    (the .p8 PEM; secret), or certificate auth ``certificate`` (the client certificate PEM,
+    its key included or in ``certificate_key``; both secret); ``topic`` (the bundle id),
+    ``environment`` (``production``, the default, or ``sandbox``), ``push_type`` (default
+    ``alert``), ``ca_pem`` (extra CA to trust, for fakes). ``ChannelConfig.base_url``
+    (``https://host:port``) overrides the environment's host.
     """
 
     name = "apns"
     max_batch = 1000
-    secret_keys = frozenset({"private_key"})
+    secret_keys = frozenset({"private_key", "certificate", "certificate_key"})
 
     def __init__(
         self,
         *,
-        team_id: str,
-        key_id: str,
-        private_key: ec.EllipticCurvePrivateKey,
+        team_id: str = "",
+        key_id: str = "",
+        private_key: ec.EllipticCurvePrivateKey | None = None,
         topic: str,
         push_type: str = "alert",
         host: str = PRODUCTION_HOST,
@@ -617,7 +654,8 @@ class APNsChannel(VendorChannel):
         """``connect_timeout_s`` covers TCP, TLS and the first HTTP/2 SETTINGS;
         ``response_timeout_s`` one stream from opening to its answer; ``token_refresh_s``
         the provider token's age at which a new one is minted (Apple: 1200 to 3600 s);
-        ``clock`` gives UNIX seconds (the tokens' ``iat``)."""
+        ``clock`` gives UNIX seconds (the tokens' ``iat``). ``private_key`` None is
+        certificate auth: ``ssl_context`` must then carry the client certificate."""
         if not 1200.0 <= token_refresh_s <= 3600.0:
             raise ConfigError(
                 f"apns: token_refresh_s must be between 1200 and 3600 (Apple refuses "
@@ -625,7 +663,7 @@ class APNsChannel(VendorChannel):
             )
         self._team_id = team_id
         self._key_id = key_id
-        self._key = private_key
+        self._key = private_key  # None: certificate auth, no provider token
         self._topic = topic.encode()  # the bundle id: background pushes
         self._push_type = push_type.encode()
         self._push_topic = (topic + _TOPIC_SUFFIX[push_type]).encode()  # visible pushes
@@ -665,9 +703,24 @@ class APNsChannel(VendorChannel):
         *,
         clock: Callable[[], float] = time.time,
     ) -> APNsChannel:
-        team_id = str(config.require("team_id")).strip()
-        key_id = str(config.require("key_id")).strip()
-        private_key = _load_key(config.require("private_key"))
+        token_auth = bool(config.values.get("private_key"))
+        certificate = config.values.get("certificate") or None
+        if token_auth and certificate is not None:
+            raise ConfigError(
+                "apns: give either token auth ('team_id', 'key_id', 'private_key') or "
+                "certificate auth ('certificate'), not both"
+            )
+        if not token_auth and certificate is None:
+            raise ConfigError(
+                "apns: missing setting 'private_key' (token auth, with 'team_id' and "
+                "'key_id') or 'certificate' (certificate auth)"
+            )
+        team_id = key_id = ""
+        private_key: ec.EllipticCurvePrivateKey | None = None
+        if token_auth:
+            team_id = str(config.require("team_id")).strip()
+            key_id = str(config.require("key_id")).strip()
+            private_key = _load_key(config.require("private_key"))
         topic = str(config.require("topic")).strip()
         environment = str(config.values.get("environment") or "production")
         if environment not in ("production", "sandbox"):
@@ -693,7 +746,9 @@ class APNsChannel(VendorChannel):
             push_type=push_type,
             host=host,
             port=port,
-            ssl_context=_ssl_context(ca_pem),
+            ssl_context=_ssl_context(
+                ca_pem, certificate, config.values.get("certificate_key") or None
+            ),
             clock=clock,
         )
 
@@ -777,7 +832,7 @@ class APNsChannel(VendorChannel):
                     continue
                 return _transport_outcome(item, exc.raw, exc.reason, _CONN_CLOSED)
             expired = answer.status == 403 and _reason(answer.body) == "ExpiredProviderToken"
-            if expired and not renewed:
+            if expired and not renewed and self._key is not None:
                 renewed = True
                 await self._renew_token(generation)
                 continue
@@ -836,7 +891,10 @@ class APNsChannel(VendorChannel):
         try:
             async with asyncio.timeout(timeout_s):
                 transport, link = await loop.create_connection(
-                    lambda: _Link(response_timeout_s=self._response_timeout_s),
+                    lambda: _Link(
+                        response_timeout_s=self._response_timeout_s,
+                        client_certificate=self._key is None,
+                    ),
                     self._host,
                     self._port,
                     ssl=self._ssl,
@@ -846,11 +904,14 @@ class APNsChannel(VendorChannel):
                 if tls is None or tls.selected_alpn_protocol() != "h2":
                     raise _NoConnection("the server did not agree to HTTP/2 (ALPN h2)")
                 await link.ready
+                if link.goaway is not None:  # SETTINGS then GOAWAY (a refused certificate)
+                    raise link.goaway
         except _NoConnection as exc:
             failure = exc
         except OSError as exc:  # refused, DNS, TLS (ssl.SSLError), TimeoutError
             raw = f"no connection within {timeout_s:g} s" if isinstance(exc, TimeoutError) else ""
-            failure = _NoConnection(raw or f"{type(exc).__name__}: {exc}")
+            refused = _refused_certificate(exc) if self._key is None else None
+            failure = refused or _NoConnection(raw or f"{type(exc).__name__}: {exc}")
         else:
             logger.info("apns: connected to %s:%d", self._host, self._port)
             return link
@@ -874,12 +935,15 @@ class APNsChannel(VendorChannel):
     # -- provider token ----------------------------------------------------------------------
 
     def _current_bearer(self) -> tuple[bytes, int]:
+        if self._key is None:  # certificate auth
+            return b"", 0
         bearer = self._bearer
         if bearer is None or self._clock() - self._bearer_iat >= self._token_refresh_s:
             bearer = self._mint()
         return bearer, self._generation
 
     def _mint(self) -> bytes:
+        assert self._key is not None
         now = self._clock()
         token = jwt.encode(
             {"iss": self._team_id, "iat": int(now)},
@@ -959,7 +1023,27 @@ def _load_key(value: Any) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _ssl_context(ca_pem: Any) -> ssl.SSLContext:
+def _refused_certificate(exc: BaseException | None) -> _NoConnection | None:
+    """A connection ended during its setup, as BadCertificate if that is what it means: a TLS
+    alert about our client certificate, or (``exc`` None) a close right after the handshake
+    with not one byte of HTTP/2, which is how a TLS 1.3 server's verdict on the client
+    certificate usually reaches asyncio (the alert is lost with the connection)."""
+    if exc is None:
+        raw = (
+            "the server closed the connection right after the TLS handshake, before HTTP/2 "
+            "SETTINGS: it refused the client certificate"
+        )
+        return _NoConnection(raw, "BadCertificate")
+    if not isinstance(exc, ssl.SSLError) or exc.reason not in _CLIENT_CERT_ALERTS:
+        return None
+    return _NoConnection(
+        f"TLS alert {exc.reason}: the server refused the client certificate", "BadCertificate"
+    )
+
+
+def _ssl_context(
+    ca_pem: Any, certificate: Any = None, certificate_key: Any = None
+) -> ssl.SSLContext:
     try:
         if ca_pem is None:
             context = ssl.create_default_context()
@@ -973,7 +1057,35 @@ def _ssl_context(ca_pem: Any) -> ssl.SSLContext:
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["h2"])
+    if certificate is not None:
+        _load_client_certificate(context, certificate, certificate_key)
     return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, certificate: Any, key: Any) -> None:
+    """``load_cert_chain`` reads files only: the PEMs go to a private temporary directory
+    (0700, files 0600) that is removed as soon as they are loaded."""
+
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    with tempfile.TemporaryDirectory(prefix="openmps-apns-") as tmp:
+        cert_file = Path(tmp, "certificate.pem")
+        key_file = Path(tmp, "key.pem") if key is not None else None
+        for path, value in ((cert_file, certificate), (key_file, key)):
+            if path is not None:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(text(value))
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, ValueError, OSError):
+            # ``from None``: the key must stay out of logs and tracebacks.
+            raise ConfigError(
+                "apns: settings 'certificate' / 'certificate_key' are not a readable PEM "
+                "client certificate and its unencrypted private key (give the certificate "
+                "with its key in one PEM, or the key in 'certificate_key')"
+            ) from None
 
 
 def _parse_base_url(base_url: str) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""A stand-in for the APNs provider API: HTTP/2 over TLS, token auth, Apple's answers.
+"""A stand-in for the APNs provider API: HTTP/2 over TLS, token or certificate auth.
 
 Follows ``shared/reference/vendors-apns-fcm-webpush.md`` section 1; 1.9 is this fake's spec.
 ``POST /3/device/<token>`` is checked in one fixed order (APNs does not publish its own):
@@ -29,9 +29,22 @@ Control over HTTP/2 on the same port (see ``fakes/base.py``): ``/__fake__/scenar
 ``/__fake__/received``, and ``POST /__fake__/keys`` ``{"team_id", "key_id",
 "public_key_pem"}``. HTTP/1.1 is not served (ALPN offers ``h2`` only).
 
-Not done: client-certificate connections (so ``BadCertificate`` and
-``BadCertificateEnvironment`` come only from the scenario), environment-bound keys
-(``BadEnvironmentKeyIdInToken``), and the broadcast (Live Activity channel) API.
+Client certificates (reference 1.5.2): the TLS server asks for one (``CERT_OPTIONAL``) and
+verifies it against the fake's CA, so a certificate some other CA signed fails the handshake
+(a TLS alert, as a real server refuses a certificate it cannot verify).
+:meth:`FakeAPNs.issue_client_certificate` signs one with the subject UID set to the topic, as
+Apple's are, and remembers its topics and environment by serial number. On a connection with
+a certificate the ``authorization`` header is ignored (Apple ignores it there too), the stream
+limit is ``max_concurrent_streams`` at once, and the provider-token step of the order above
+is replaced by the certificate's: a topic it does not list is 400 ``TopicDisallowed``, a
+request to the other environment's host (``:authority`` containing ``sandbox`` or not) is 403
+``BadCertificateEnvironment``. A CA-signed certificate the fake did not issue or has revoked
+(:meth:`FakeAPNs.revoke_client_certificate`) gets a GOAWAY with ``{"reason":
+"BadCertificate"}`` right after the handshake, the way APNs reports it in practice.
+
+Not done: environment-bound keys (``BadEnvironmentKeyIdInToken``), the certificate topic
+extension ``1.2.840.113635.100.6.3.6`` (topics are remembered, not encoded), and the broadcast
+(Live Activity channel) API.
 """
 
 from __future__ import annotations
@@ -165,6 +178,12 @@ class _Claims:
     iat: int
 
 
+@dataclass(frozen=True, slots=True)
+class _ClientCert:
+    topics: frozenset[str]
+    environment: str  # "production", "sandbox" or "both" (Apple's universal certificate)
+
+
 @dataclass(slots=True)
 class _Request:
     headers: list[tuple[str, str]]
@@ -196,7 +215,8 @@ class FakeAPNs:
         self.clock = clock
         self.connections_accepted = 0  # TLS connections served since start
         self.peak_open_streams = 0  # most requests one connection held unanswered at once
-        self.cert_pem, self._key_pem, self._leaf_pem = _make_certificates()
+        self.cert_pem, self._key_pem, self._leaf_pem, self._ca_key = _make_certificates()
+        self._client_certs: dict[int, _ClientCert] = {}  # serial number -> what it allows
         self._keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}  # kid -> team, key
         self._verified: dict[str, _Claims | None] = {}  # JWT -> its claims, None if bad
         self._expired: set[str] = set()  # JWTs turned expired by "expire_auth"
@@ -223,6 +243,23 @@ class FakeAPNs:
             raise ValueError("an APNs key is an EC P-256 key")
         self._keys[key_id] = (team_id, key)
         self._verified.clear()
+
+    def issue_client_certificate(
+        self, topic: str, *, extra_topics: Iterable[str] = (), environment: str = "both"
+    ) -> tuple[str, str]:
+        """A client certificate for ``topic`` (and ``extra_topics``, e.g. the ``.voip`` one)
+        signed by this fake's CA: ``(certificate PEM, private key PEM)``. ``environment`` is
+        ``production``, ``sandbox`` or ``both`` (Apple's universal certificate)."""
+        if environment not in ("production", "sandbox", "both"):
+            raise ValueError(f"environment must be production, sandbox or both: {environment!r}")
+        cert_pem, key_pem, serial = _client_certificate(self._ca_key, self.cert_pem, topic)
+        self._client_certs[serial] = _ClientCert(frozenset({topic, *extra_topics}), environment)
+        return cert_pem, key_pem
+
+    def revoke_client_certificate(self, cert_pem: str | bytes) -> None:
+        """Refuse this certificate from now on (new connections get GOAWAY BadCertificate)."""
+        pem = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
+        self._client_certs.pop(x509.load_pem_x509_certificate(pem).serial_number, None)
 
     def unregister(
         self, token: str, *, reason: str = "Unregistered", at_ms: int | None = None
@@ -289,6 +326,8 @@ class FakeAPNs:
             cert_file.write_text(self._leaf_pem + self.cert_pem)
             key_file.write_text(self._key_pem)
             context.load_cert_chain(cert_file, key_file)
+        context.verify_mode = ssl.CERT_OPTIONAL  # client certificates: reference 1.5.2
+        context.load_verify_locations(cadata=self.cert_pem)
         return context
 
     # -- judging one push --------------------------------------------------------------------
@@ -342,9 +381,15 @@ class FakeAPNs:
             return "DuplicateHeaders"
         headers = dict(request.headers)
 
-        refusal = connection.authenticate(headers.get("authorization", ""))
-        if refusal is not None:
-            return refusal
+        certificate = connection.certificate
+        if certificate is None:
+            refusal = connection.authenticate(headers.get("authorization", ""))
+            if refusal is not None:
+                return refusal
+        elif certificate.environment != "both":
+            sandbox = "sandbox" in headers.get(":authority", "")
+            if sandbox != (certificate.environment == "sandbox"):
+                return "BadCertificateEnvironment"
 
         apns_id = headers.get("apns-id")
         if apns_id is not None and not _UUID.match(apns_id):
@@ -370,6 +415,8 @@ class FakeAPNs:
         if not _TOPIC.match(topic):
             return "BadTopic"
         if self.topics is not None and topic not in self.topics:
+            return "TopicDisallowed"
+        if certificate is not None and topic not in certificate.topics:
             return "TopicDisallowed"
 
         if not request.body:
@@ -414,6 +461,7 @@ class _Connection(asyncio.Protocol):
         self.token_since = 0.0  # when that token was first accepted here
         self.key_id: str | None = None  # the first key accepted here
         self.authed = False
+        self.certificate: _ClientCert | None = None  # the client certificate's grants
         self.closed = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -424,6 +472,14 @@ class _Connection(asyncio.Protocol):
         self.fake.connections_accepted += 1
         self.fake._connections.add(self)
         first = self.fake.streams_before_auth or self.fake.max_concurrent_streams
+        tls = self.transport.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+        if der:
+            serial = x509.load_der_x509_certificate(der).serial_number
+            self.certificate = self.fake._client_certs.get(serial)
+            if self.certificate is not None:
+                self.authed = True
+                first = self.fake.max_concurrent_streams
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -432,6 +488,12 @@ class _Connection(asyncio.Protocol):
             },
         )
         self.h2.initiate_connection()
+        if der and self.certificate is None:
+            # CA-signed but not issued here (or revoked): SETTINGS and GOAWAY in one write.
+            debug = json.dumps({"reason": "BadCertificate"}).encode()
+            self.h2.close_connection(error_code=0, additional_data=debug, last_stream_id=0)
+            self.close()
+            return
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -735,9 +797,10 @@ def _parse(body: bytearray) -> Any:
         return body.decode("utf-8", "replace")
 
 
-def _make_certificates() -> tuple[str, str, str]:
+def _make_certificates() -> tuple[str, str, str, ec.EllipticCurvePrivateKey]:
     """A throwaway CA (its PEM is what clients trust) and a server certificate it signed,
-    valid for localhost, 127.0.0.1, ::1 and both APNs host names. Returns (CA, key, leaf)."""
+    valid for localhost, 127.0.0.1, ::1 and both APNs host names.
+    Returns (CA, key, leaf, CA key)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "openmps fake APNs CA")])
@@ -799,4 +862,45 @@ def _make_certificates() -> tuple[str, str, str]:
         ca.public_bytes(serialization.Encoding.PEM).decode(),
         key_pem,
         leaf.public_bytes(serialization.Encoding.PEM).decode(),
+        ca_key,
     )
+
+
+def _client_certificate(
+    ca_key: ec.EllipticCurvePrivateKey, ca_pem: str, topic: str
+) -> tuple[str, str, int]:
+    """A client certificate shaped like Apple's (subject UID = topic) signed by the CA.
+    Returns (certificate PEM, key PEM, serial number)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.USER_ID, topic),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Apple Push Services: {topic}"),
+        ]
+    )
+    serial = x509.random_serial_number()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem, serial
