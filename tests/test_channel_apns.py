@@ -964,8 +964,14 @@ async def test_fake_control_endpoints(fake: FakeAPNs, key: Key) -> None:
             "/__fake__/scenario", json={"token": None, "rule": {"action": "explode"}}
         )
         after = await client.get("/__fake__/received")
+        short = await client.post(
+            "/__fake__/scenario", json={"token": TOKEN, "error": "BadDeviceToken"}
+        )
+        refused = await client.post(f"/3/device/{TOKEN}", headers=apns_headers(key), content=BODY)
 
-    assert set_rule.status_code == 200
+    assert (set_rule.status_code, set_rule.json()) == (200, {"ok": True})
+    assert (short.status_code, short.json()) == (200, {"ok": True})
+    assert (refused.status_code, refused.json()) == (400, {"reason": "BadDeviceToken"})
     assert (pushed.status_code, pushed.json()) == (410, {"reason": "Unregistered", "timestamp": 5})
     assert other.status_code == 200
     paths = [item["path"] for item in received.json()["received"]]
@@ -973,7 +979,7 @@ async def test_fake_control_endpoints(fake: FakeAPNs, key: Key) -> None:
     assert [response.status_code for response in cleared] == [200, 200]
     assert bad_rule.status_code == 400
     assert after.json() == {"received": []}
-    assert fake.scenario.as_json() == {}
+    assert list(fake.scenario.as_json()) == [TOKEN]  # only the rule set with "error"
 
 
 async def test_fake_keys_endpoint_registers_a_key(fake: FakeAPNs) -> None:

@@ -448,3 +448,51 @@ async def test_channel_settings_are_checked_and_secrets_never_shown(
         "app_secret": "<hidden>",
     }
     assert "vivo-secret-e2e" not in listed.text
+
+
+async def test_unknown_settings_are_refused_so_a_mistyped_secret_is_never_shown(
+    tenant: Tenant, vendors: dict[str, Vendor]
+) -> None:
+    # Regression: `clientsecret=...` (a typo) was stored and listed in clear.
+    settings = {**vendors["hms"].settings, "clientsecret": "MY-REAL-SECRET-TYPO"}
+    refused = await rest(tenant, "PUT", "/v1/channels/hms", {"settings": settings})
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {
+            "error": "invalid_param",
+            "message": "unknown hms setting(s) clientsecret; known: app_id, base_url, "
+            "client_secret, token_url",
+        },
+    )
+    listed = await rest(tenant, "GET", "/v1/channels")
+    assert listed.json() == {"channels": []}
+
+
+async def test_deleting_an_unknown_vendor_is_refused(tenant: Tenant) -> None:
+    response = await rest(tenant, "DELETE", "/v1/channels/bogus")
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "error": "invalid_param",
+            "message": "unknown vendor 'bogus'; one of: apns, fcm, hms, xiaomi, oppo, vivo",
+        },
+    )
+
+
+async def test_push_report_refuses_an_unknown_third_channel(tenant: Tenant) -> None:
+    creds = await tenant.register("android")
+    response = await tenant.sdk().push_report_async(
+        models.PushReportRequest(
+            app_id=tenant.app_id,
+            workspace_id=tenant.workspace_id,
+            delivery_token=creds.delivery_token,
+            os_type=1,
+            third_channel=9,
+            third_channel_device_token="x",
+        )
+    )
+    assert (response.body.result_code, response.body.push_result.result_msg) == (
+        "3028",
+        "ThirdChannel 9 is unknown; one of 1 (apns), 2 (xiaomi), 3 (hms), 4 (oppo), 5 (vivo), "
+        "6 (fcm)",
+    )

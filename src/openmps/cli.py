@@ -337,7 +337,7 @@ def channel_set(
         await vendors.set(app_pk, vendor, parsed, base_url=base_url)
 
     _business(_with_app(settings, app_id, workspace_id, work))
-    typer.echo(f"{vendor} settings stored for {app_id} (a running server uses them within 2 s)")
+    typer.echo(f"{vendor} settings stored for {app_id} (a running server uses them within 5 s)")
 
 
 @channel_cli.command("list")

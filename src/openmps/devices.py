@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from openmps.channels.registry import THIRD_CHANNELS
 from openmps.dispatch import Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
@@ -115,6 +116,13 @@ class Devices:
         third_token: str | None,
         extra: dict[str, Any],
     ) -> None:
+        if third_channel is not None and third_channel not in THIRD_CHANNELS:
+            raise BusinessError(
+                3028,
+                "INVALID_PARAM",
+                f"ThirdChannel {third_channel} is unknown; one of "
+                + ", ".join(f"{n} ({v})" for n, v in sorted(THIRD_CHANNELS.items())),
+            )
         if third_token is not None and len(third_token) > MAX_VENDOR_TOKEN_CHARS:
             raise BusinessError(
                 3028,

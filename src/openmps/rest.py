@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from openmps.apps import KeyOwner, find_app
+from openmps.channels.registry import VENDORS
 from openmps.errors import BusinessError
 from openmps.runtime import Runtime
 
@@ -137,6 +138,12 @@ async def set_channel(vendor: str, body: ChannelBody, owner: OwnerDep, runtime: 
 
 @router.delete("/v1/channels/{vendor}")
 async def delete_channel(vendor: str, owner: OwnerDep, runtime: RuntimeDep) -> Any:
+    if vendor not in VENDORS:
+        return _refused(
+            BusinessError(
+                3028, "INVALID_PARAM", f"unknown vendor {vendor!r}; one of: {', '.join(VENDORS)}"
+            )
+        )
     await runtime.vendor_settings.remove(owner.app_pk, vendor)
     runtime.vendor_dispatcher.forget_channel(owner.app_pk, vendor)
     return {"vendor": vendor, "removed": True}

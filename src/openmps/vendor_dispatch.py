@@ -198,6 +198,16 @@ class VendorDispatcher:
         else:
             if outcome.next is Next.DROP_TOKEN:
                 self._writer.drop_token(job.device_pk, job.outbound.token)
+            elif outcome.next is Next.CONFIG:
+                logger.error(
+                    "vendor %s refused the settings of app #%d: %s %s; fix them with "
+                    "`openmps channel set` (delivery %d is final)",
+                    job.vendor,
+                    job.app_pk,
+                    outcome.status.code,
+                    outcome.raw,
+                    job.outbound.delivery_id,
+                )
             self._record(job, outcome.status, final=True, detail=raw)
 
     def _retry(

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from openmps.channels.base import ChannelConfig
-from openmps.channels.registry import VENDORS, channel_class, vendor_of
+from openmps.channels.registry import PUBLIC_SETTINGS, VENDORS, channel_class, vendor_of
 from openmps.errors import BusinessError, ConfigError
 from openmps.store import App, ChannelSettings, Store
 
@@ -48,6 +48,15 @@ class VendorSettings:
                 3028, "INVALID_PARAM", f"unknown vendor {vendor!r}; one of: {', '.join(VENDORS)}"
             )
         cls = channel_class(vendor)
+        known = PUBLIC_SETTINGS[vendor] | cls.secret_keys
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BusinessError(
+                3028,
+                "INVALID_PARAM",
+                f"unknown {vendor} setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}",
+            )
         config = ChannelConfig(vendor, values, base_url, cls.secret_keys)
         try:
             channel = cls.create(config)
@@ -81,7 +90,9 @@ class VendorSettings:
 
     async def set_policy(self, app_pk: int, policy: str) -> None:
         if policy not in POLICIES:
-            raise BusinessError(3028, "INVALID_PARAM", f"policy must be one of {POLICIES}")
+            raise BusinessError(
+                3028, "INVALID_PARAM", f"policy must be {' or '.join(POLICIES)}, got {policy!r}"
+            )
         async with self._store.write() as session:
             await session.execute(update(App).where(App.id == app_pk).values(route_policy=policy))
         self._cache.pop(app_pk, None)
@@ -109,12 +120,12 @@ class VendorSettings:
             ).all()
         out = []
         for row in rows:
-            secret = channel_class(row.vendor).secret_keys
+            public = PUBLIC_SETTINGS.get(row.vendor, frozenset())
             out.append(
                 {
                     "vendor": row.vendor,
                     "settings": {
-                        k: ("<hidden>" if k in secret else v) for k, v in row.settings.items()
+                        k: (v if k in public else "<hidden>") for k, v in row.settings.items()
                     },
                     "base_url": row.base_url,
                     "updated_at": row.updated_at.isoformat(),

@@ -21,6 +21,17 @@ VENDORS: dict[str, str] = {
     "vivo": "openmps.channels.vivo:VivoChannel",
 }
 
+# Settings that are not secret, per vendor: shown in listings. Any other key a channel
+# accepts is a secret (its class's ``secret_keys``); anything else is refused when set.
+PUBLIC_SETTINGS: dict[str, frozenset[str]] = {
+    "apns": frozenset({"team_id", "key_id", "topic", "environment", "push_type", "ca_pem"}),
+    "fcm": frozenset({"project_id", "base_url"}),
+    "hms": frozenset({"app_id", "token_url", "base_url"}),
+    "xiaomi": frozenset({"package_name", "base_url"}),
+    "oppo": frozenset({"app_key", "channel_id", "category", "notify_level", "base_url"}),
+    "vivo": frozenset({"app_id", "app_key", "classification", "notify_type", "base_url"}),
+}
+
 # PushReport ThirdChannel -> route key
 THIRD_CHANNELS: dict[int, str] = {1: "apns", 2: "xiaomi", 3: "hms", 4: "oppo", 5: "vivo", 6: "fcm"}
 

@@ -741,11 +741,12 @@ class _Connection(asyncio.Protocol):
             body = json.loads(request.body) if request.body else {}
             route = (method, path.split("?", 1)[0])
             if route == ("POST", "/__fake__/scenario"):
-                rule = Rule(**body["rule"])
+                # {"error": "<reason>"} is the short way to answer as APNs does for it.
+                rule = FakeAPNs.error(body["error"]) if "error" in body else Rule(**body["rule"])
                 if rule.action not in _ACTIONS:
                     raise ValueError(f"unknown action {rule.action!r}")
                 fake.scenario.set(rule, body.get("token"))
-                answer: Any = {"scenario": fake.scenario.as_json()}
+                answer: Any = {"ok": True}
             elif route == ("GET", "/__fake__/scenario"):
                 answer = {"scenario": fake.scenario.as_json()}
             elif route == ("DELETE", "/__fake__/scenario"):

@@ -36,7 +36,7 @@ async def serve_fakes(
     *, host: str, port_base: int, out_dir: Path, app_id: str, say: Callable[[str], None]
 ) -> None:
     """Run until SIGINT/SIGTERM."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     apns = FakeAPNs()
     apns.add_key(
@@ -65,6 +65,8 @@ async def serve_fakes(
         (out_dir / "apns-ca.pem").write_text(apns.cert_pem)
         account, _ = fcm.new_service_account("openmps-fake-project")
         (out_dir / "fcm-service-account.json").write_text(json.dumps(account, indent=2))
+        for secret in ("apns-key.p8", "fcm-service-account.json"):
+            (out_dir / secret).chmod(0o600)
         urls = {
             "apns": apns.url,
             "fcm": fcm.url,
