@@ -237,11 +237,13 @@ class Pushes:
         )
         await self._intake.put(_Intake(app_pk, v, answer))
         task_id, jobs = await answer
+        vendor_jobs = sum(isinstance(job, VendorJob) for job in jobs)
         logger.info(
-            "push accepted: task=%d targets=%d online_deliveries=%d",
+            "push accepted: task=%d targets=%d to_vendors=%d to_gateway=%d",
             task_id,
             len(v.targets),
-            len(jobs),
+            vendor_jobs,
+            len(jobs) - vendor_jobs,
         )
         self._dispatcher.submit(jobs)
         return task_id
