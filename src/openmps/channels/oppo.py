@@ -58,8 +58,8 @@ TOKEN_RENEW_AFTER_S = 23 * 3600.0  # tokens live 24 h
 AUTH_FAILURE_MEMO_S = 1.0  # how long a refused or failed auth call answers for the next ones
 HTTP_TIMEOUT_S = 10.0
 CHINA = timedelta(hours=8)  # OPPO's daily quotas reset at midnight China time (no DST)
-CATEGORIES = frozenset(
-    {"IM", "ACCOUNT", "TODO", "DEVICE_REMINDER", "ORDER", "SUBSCRIPTION"}
+CATEGORIES = frozenset(  # OPPO's message categories; "TODO" is its to-do reminder category
+    {"IM", "ACCOUNT", "TODO", "DEVICE_REMINDER", "ORDER", "SUBSCRIPTION"}  # vendor values
     | {"NEWS", "CONTENT", "MARKETING", "SOCIAL"}
 )
 NOTIFY_LEVELS = frozenset({1, 2, 16})
