@@ -244,3 +244,16 @@ async def send_by_message(
     for done in await asyncio.gather(*jobs):
         outcomes.extend(done)
     return outcomes
+
+
+class AuthFailed(Exception):
+    """The vendor's auth endpoint refused us or could not be reached.
+
+    ``verdict`` is the vendor module's own verdict for that failure (each vendor has its own
+    verdict type), ``raw`` the answer as kept in the delivery's detail.
+    """
+
+    def __init__(self, verdict: Any, raw: str) -> None:
+        super().__init__(raw)
+        self.verdict = verdict
+        self.raw = raw

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import httpx
 
 from openmps import statuses
-from openmps.channels._common import TokenCache, clip, masked, parse_retry_after
+from openmps.channels._common import AuthFailed, TokenCache, clip, masked, parse_retry_after
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
 from openmps.statuses import ACKED, NONE, Channel, Status
@@ -126,15 +126,6 @@ EXPIRED = frozenset({11, 29})  # answers that ask for a new auth_token (REAUTH)
 UNAVAILABLE = ANSWERS[-1]  # HTTP 5xx, no answer, auth endpoint unreachable (N16)
 UNKNOWN = Verdict(NONE, Next.MESSAGE)  # unmapped answer: final at once, raw kept (sec. 5)
 UNKNOWN_RETRY = Verdict(NONE, Next.RETRY)  # an undocumented HTTP 429: retried, then sec. 5
-
-
-class _AuthFailed(Exception):
-    """The auth endpoint refused us or could not be reached."""
-
-    def __init__(self, verdict: Verdict, raw: str) -> None:
-        super().__init__(raw)
-        self.verdict = verdict
-        self.raw = raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +322,7 @@ class OPPOChannel(VendorChannel):
                 )
                 token = await self._tokens.renew(token)
                 result = await self._post(token, ready)
-        except _AuthFailed as exc:
+        except AuthFailed as exc:
             return [_outcome(o.delivery_id, exc.verdict, exc.raw) for o, _ in ready]
         if isinstance(result, _Expired):
             # The same answer right after a renewal: our credentials are the problem (N1).
@@ -429,9 +420,9 @@ class OPPOChannel(VendorChannel):
             response = await self._http.post(self._base_url + AUTH_PATH, data=form)
         except httpx.HTTPError as exc:
             logger.warning("oppo: auth endpoint unreachable: %s", type(exc).__name__)
-            raise _AuthFailed(UNAVAILABLE, f"oppo auth: no answer: {type(exc).__name__}") from exc
+            raise AuthFailed(UNAVAILABLE, f"oppo auth: no answer: {type(exc).__name__}") from exc
         if response.status_code >= 500:
-            raise _AuthFailed(UNAVAILABLE, clip(f"oppo auth: HTTP {response.status_code}"))
+            raise AuthFailed(UNAVAILABLE, clip(f"oppo auth: HTTP {response.status_code}"))
         try:
             body = response.json()
         except ValueError:
@@ -439,7 +430,7 @@ class OPPOChannel(VendorChannel):
         code = _code(body)
         if response.status_code != 200 or code is None:
             raw = clip(f"oppo auth: HTTP {response.status_code}: {response.text}")
-            raise _AuthFailed(UNKNOWN, raw)
+            raise AuthFailed(UNKNOWN, raw)
         data = body.get("data")
         token = data.get("auth_token") if isinstance(data, dict) else None
         if code == 0 and isinstance(token, str) and token:
@@ -448,4 +439,4 @@ class OPPOChannel(VendorChannel):
         raw = f"oppo auth: {_describe(code, body)}"
         logger.warning("oppo: app key %s: auth refused with code %d", self._app_key, code)
         # An auth answer of 11 or 29 cannot be cured by asking again: treat it as final.
-        raise _AuthFailed(ANSWERS.get(code, UNKNOWN), clip(raw))
+        raise AuthFailed(ANSWERS.get(code, UNKNOWN), clip(raw))

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import httpx
 
 from openmps import statuses
-from openmps.channels._common import TokenCache, clip, masked, parse_retry_after
+from openmps.channels._common import AuthFailed, TokenCache, clip, masked, parse_retry_after
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.errors import ConfigError
 from openmps.statuses import ACKED, NONE, Channel, Status
@@ -165,15 +165,6 @@ def looks_like_test(content: str) -> bool:
         else:
             kinds.add("other")
     return bool(kinds) and (kinds == {"letter"} or kinds <= {"digit", "symbol"})
-
-
-class _AuthFailed(Exception):
-    """The auth endpoint refused us or could not be reached."""
-
-    def __init__(self, verdict: Verdict, raw: str) -> None:
-        super().__init__(raw)
-        self.verdict = verdict
-        self.raw = raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +434,7 @@ class VivoChannel(VendorChannel):
                 logger.info("vivo: auth token %s refused (10000), renewing", masked(token))
                 token = await self._tokens.renew(token)
                 result = await self._post(token, unit)
-        except _AuthFailed as exc:
+        except AuthFailed as exc:
             return _all(unit, _Failure(exc.verdict, exc.raw))
         if isinstance(result, _Expired):
             # The same answer right after a renewal: our credentials are the problem (N1).
@@ -576,9 +567,9 @@ class VivoChannel(VendorChannel):
             response = await self._http.post(self._base_url + AUTH_PATH, json=body)
         except httpx.HTTPError as exc:
             logger.warning("vivo: auth endpoint unreachable: %s", type(exc).__name__)
-            raise _AuthFailed(UNAVAILABLE, f"vivo auth: no answer: {type(exc).__name__}") from exc
+            raise AuthFailed(UNAVAILABLE, f"vivo auth: no answer: {type(exc).__name__}") from exc
         if response.status_code >= 500:
-            raise _AuthFailed(UNAVAILABLE, f"vivo auth: HTTP {response.status_code}")
+            raise AuthFailed(UNAVAILABLE, f"vivo auth: HTTP {response.status_code}")
         try:
             answer = response.json()
         except ValueError:
@@ -586,7 +577,7 @@ class VivoChannel(VendorChannel):
         code = answer.get("result") if isinstance(answer, dict) else None
         if response.status_code != 200 or not isinstance(code, int) or isinstance(code, bool):
             raw = clip(f"vivo auth: HTTP {response.status_code}: {response.text}")
-            raise _AuthFailed(UNKNOWN, raw)
+            raise AuthFailed(UNKNOWN, raw)
         assert isinstance(answer, dict)
         token = answer.get("authToken")
         if code == 0 and isinstance(token, str) and token:
@@ -596,7 +587,7 @@ class VivoChannel(VendorChannel):
         verdict = ANSWERS.get(code) or (AUTH_REFUSED if 10200 <= code < 10300 else UNKNOWN)
         if code == EXPIRED:
             verdict = ANSWERS[EXPIRED]  # 10000 from auth itself: asking again will not help
-        raise _AuthFailed(verdict, clip(f"vivo auth: {_describe(code, answer)}"))
+        raise AuthFailed(verdict, clip(f"vivo auth: {_describe(code, answer)}"))
 
 
 def _describe_ok(answer: dict[str, Any]) -> str:

@@ -230,6 +230,22 @@ class UvicornRunner:
         return f"http://127.0.0.1:{self.port}"
 
 
+class IssuedTokens:
+    """Auth tokens a fake hands out, with their expiry, and the control to expire them all."""
+
+    _tokens: dict[str, float]  # token -> expiry (monotonic seconds)
+
+    def expire_tokens(self) -> None:
+        """Every auth token issued so far stops working (the vendor's expiry answer)."""
+        for token in self._tokens:
+            self._tokens[token] = 0.0
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every auth token handed out, oldest first (expired ones included)."""
+        return list(self._tokens)
+
+
 class ServedFake:
     """Start, stop and address of a fake whose vendor API a :class:`UvicornRunner` serves."""
 

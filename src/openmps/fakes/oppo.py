@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from openmps.fakes.base import (
+    IssuedTokens,
     Received,
     Recorder,
     Rule,
@@ -248,7 +249,7 @@ def _code_of(rule: Rule) -> int | None:
     return None
 
 
-class FakeOPPO(ServedFake):
+class FakeOPPO(IssuedTokens, ServedFake):
     """The OPPO gateway, with scenario control and a record of what it received."""
 
     def __init__(
@@ -297,16 +298,6 @@ class FakeOPPO(ServedFake):
         """The auth sign OPPO expects for ``timestamp``."""
         payload = f"{self.app_key}{timestamp}{self.master_secret}".encode()
         return hashlib.sha256(payload).hexdigest()
-
-    def expire_tokens(self) -> None:
-        """Every auth token issued so far stops working (code 11)."""
-        for token in self._tokens:
-            self._tokens[token] = 0.0
-
-    @property
-    def issued_tokens(self) -> list[str]:
-        """Every auth token handed out, oldest first (expired ones included)."""
-        return list(self._tokens)
 
     # -- request plumbing -----------------------------------------------------------------
 

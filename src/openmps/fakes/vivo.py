@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from openmps.fakes.base import (
+    IssuedTokens,
     Received,
     Recorder,
     Rule,
@@ -242,7 +243,7 @@ def _invalid_status(rule: Rule | None) -> int | None:
     return None
 
 
-class FakeVivo(ServedFake):
+class FakeVivo(IssuedTokens, ServedFake):
     """The vivo gateway, with scenario control and a record of what it received."""
 
     def __init__(
@@ -298,16 +299,6 @@ class FakeVivo(ServedFake):
         """The auth sign vivo expects for ``timestamp`` (ms)."""
         payload = f"{self.app_id}{self.app_key}{timestamp}{self.app_secret}".strip()
         return hashlib.md5(payload.encode()).hexdigest()
-
-    def expire_tokens(self) -> None:
-        """Every auth token issued so far stops working (result 10000)."""
-        for token in self._tokens:
-            self._tokens[token] = 0.0
-
-    @property
-    def issued_tokens(self) -> list[str]:
-        """Every auth token handed out, oldest first (expired ones included)."""
-        return list(self._tokens)
 
     # -- request plumbing -----------------------------------------------------------------
 
