@@ -1,33 +1,11 @@
-"""MPS actions: decode an action's form fields, call the service layer, build its envelope.
-
-Envelope families (reference 1.5): A ``PushResult`` for the push family, C (``Success``,
-``Code``, ``Message``, ``Data``) for PushQueryDeviceState. A business refusal is HTTP 200 with
-the MPS result code in the envelope, as MPS does; the SDK returns it without raising.
-"""
+"""MPS actions: decode an action's form fields, call the service layer; the envelope of each
+action's answer is named by its family (openmps.mps.call)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
-
-from openmps.apps import KeyOwner
-from openmps.errors import BusinessError
+from openmps.mps.call import Call, Handler, app_of
 from openmps.mps.form import get_int, get_str, json_map
 from openmps.push import MAX_EXTENDED_PARAMS, PushRequest
-from openmps.runtime import Runtime
-
-Form = Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Call:
-    runtime: Runtime
-    owner: KeyOwner
-    form: Form
-
-
-Handler = Callable[[Call], Awaitable[Any]]
 
 # Every MPS action of the OpenAPI (reference 3); those without a handler answer "not supported".
 MPS_ACTIONS = frozenset(
@@ -57,23 +35,8 @@ MPS_ACTIONS = frozenset(
 )
 
 
-def _app(call: Call) -> int:
-    """The app the request names, which must be the access key's own (3003, 3007)."""
-    app_id = get_str(call.form, "AppId", required=True, missing=(3003, "NEED_APPID_WORKSPACEID"))
-    workspace = get_str(
-        call.form, "WorkspaceId", required=True, missing=(3003, "NEED_APPID_WORKSPACEID")
-    )
-    if app_id != call.owner.app_id or workspace != call.owner.workspace_id:
-        raise BusinessError(
-            3007,
-            "APPID_WRONG",
-            "AppId and WorkspaceId do not name the app this AccessKeyId belongs to",
-        )
-    return call.owner.app_pk
-
-
 async def push_simple(call: Call) -> str:
-    app_pk = _app(call)
+    app_pk = app_of(call)
     form = call.form
     targets = json_map(form, "TargetMsgkey")
     extras = json_map(form, "ExtendedParams", max_keys=MAX_EXTENDED_PARAMS)
@@ -96,7 +59,7 @@ async def push_simple(call: Call) -> str:
 
 
 async def push_bind(call: Call) -> str:
-    app_pk = _app(call)
+    app_pk = app_of(call)
     token = get_str(call.form, "DeliveryToken", required=True, missing=(3001, "NEED_DELIVERYTOKEN"))
     user_id = get_str(call.form, "UserId", required=True, missing=(3012, "NEED_USERID"))
     os_type = get_int(call.form, "OsType", required=True)
@@ -112,7 +75,7 @@ async def push_bind(call: Call) -> str:
 
 
 async def push_unbind(call: Call) -> str:
-    app_pk = _app(call)
+    app_pk = app_of(call)
     token = get_str(call.form, "DeliveryToken", required=True, missing=(3001, "NEED_DELIVERYTOKEN"))
     user_id = get_str(call.form, "UserId", required=True, missing=(3012, "NEED_USERID"))
     assert token is not None and user_id is not None
@@ -124,7 +87,7 @@ _REPORT_EXTRAS = ("AppVersion", "Channel", "ConnectType", "Imei", "Imsi", "Model
 
 
 async def push_report(call: Call) -> str:
-    app_pk = _app(call)
+    app_pk = app_of(call)
     form = call.form
     token = get_str(form, "DeliveryToken", required=True, missing=(3001, "NEED_DELIVERYTOKEN"))
     os_type = get_int(form, "OsType", required=True)
@@ -141,7 +104,7 @@ async def push_report(call: Call) -> str:
 
 
 async def revoke_push_message(call: Call) -> str:
-    app_pk = _app(call)
+    app_pk = app_of(call)
     msg_key = get_str(call.form, "MessageId", required=True)
     target = get_str(call.form, "TargetId", required=True, missing=(3021, "TOKEN_OR_USERID_NULL"))
     assert msg_key is not None and target is not None
@@ -150,7 +113,7 @@ async def revoke_push_message(call: Call) -> str:
 
 
 async def push_query_device_state(call: Call) -> dict[str, str]:
-    app_pk = _app(call)
+    app_pk = app_of(call)
     target = get_str(call.form, "Target", required=True, missing=(3021, "TOKEN_OR_USERID_NULL"))
     assert target is not None
     state = await call.runtime.devices.state(
@@ -174,32 +137,5 @@ HANDLERS: dict[str, tuple[Handler, str]] = {
     "PushUnBind": (push_unbind, "A"),
     "PushReport": (push_report, "A"),
     "RevokePushMessage": (revoke_push_message, "A"),
-    "PushQueryDeviceState": (push_query_device_state, "C"),
+    "PushQueryDeviceState": (push_query_device_state, "D"),
 }
-
-
-def success(family: str, request_id: str, data: Any) -> dict[str, Any]:
-    if family == "A":
-        return {
-            "RequestId": request_id,
-            "ResultCode": "OK",
-            "ResultMessage": "",
-            "PushResult": {"Success": True, "ResultMsg": "", "Data": data},
-        }
-    return {"RequestId": request_id, "Success": True, "Code": "OK", "Message": "", "Data": data}
-
-
-def failure(family: str, request_id: str, error: BusinessError) -> dict[str, Any]:
-    if family == "A":
-        return {
-            "RequestId": request_id,
-            "ResultCode": str(error.result_code),
-            "ResultMessage": error.name,
-            "PushResult": {"Success": False, "ResultMsg": error.detail},
-        }
-    return {
-        "RequestId": request_id,
-        "Success": False,
-        "Code": str(error.result_code),
-        "Message": f"{error.name}: {error.detail}",
-    }

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from openmps.apps import KeyOwner
 from openmps.errors import ApiError, BusinessError, NotSupportedError
 from openmps.mps import signature
-from openmps.mps.actions import HANDLERS, MPS_ACTIONS, Call, failure, success
+from openmps.mps.actions import HANDLERS, MPS_ACTIONS
+from openmps.mps.call import Call, failure, success
 from openmps.mps.form import parse_form
 from openmps.runtime import Runtime
 

@@ -10,7 +10,9 @@ from openmps.store.models import (
     Delivery,
     Device,
     Message,
+    Schedule,
     Task,
+    Template,
 )
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "Delivery",
     "Device",
     "Message",
+    "Schedule",
     "Store",
     "Task",
+    "Template",
 ]

@@ -62,6 +62,9 @@ class App(Base):
     # "own_first": the own channel while the device is online there, else its vendor token;
     # "vendor_first": the vendor token whenever the device has one.
     route_policy: Mapped[str] = mapped_column(String(16), server_default="own_first")
+    # Which pushes wait for approval (status -1): "none", "broadcast", "batch" (multiple and
+    # broadcast) or "all" (docs/review.md).
+    review_rule: Mapped[str] = mapped_column(String(16), server_default="none")
 
 
 class ChannelSettings(Base):
@@ -97,6 +100,7 @@ class AccessKey(Base):
 
 class Device(Base):
     __tablename__ = "devices"
+    __table_args__ = (Index("ix_devices_app_platform", "app_pk", "platform"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     app_pk: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
@@ -110,6 +114,8 @@ class Device(Base):
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When its last user binding was removed (broadcast audiences by unbind period).
+    unbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     def __repr__(self) -> str:
         return f"Device(id={self.id}, platform={self.platform!r})"
@@ -134,16 +140,26 @@ class Task(Base):
     """One accepted push request; its id is what PushResult.Data returns."""
 
     __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_app_created", "app_pk", "created_at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     # Our own unique id for the request that made the task (matches rows of a batch insert).
     request_id: Mapped[str] = mapped_column(String(32), unique=True)
     app_pk: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    # "simple", "template", "multiple" or "broadcast"
     kind: Mapped[str] = mapped_column(String(16))
     task_name: Mapped[str | None] = mapped_column(String(256))
     delivery_type: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    template_name: Mapped[str | None] = mapped_column(String(128))
+    # None: no review needed; "pending", "approved" or "rejected" (docs/review.md).
+    review: Mapped[str | None] = mapped_column(String(16))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The schedule job (Schedule.unique_id) that fired this task, if any.
+    schedule_id: Mapped[str | None] = mapped_column(String(40))
+    # A broadcast's audience filters, as accepted.
+    audience: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Message(Base):
@@ -152,6 +168,7 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("app_pk", "msg_key", "target", name="uq_messages_app_key_target"),
+        Index("ix_messages_app_created", "app_pk", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -194,3 +211,59 @@ class Delivery(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # vendor sends so far
+    # Receipts for analytics: written to the device (own channel) and dismissed by the user.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ignored_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Template(Base):
+    """A message template of an app; ``#name#`` placeholders are filled at push time."""
+
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("app_pk", "name", name="uq_templates_app_name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    desc_info: Mapped[str | None] = mapped_column(Text)
+    uri: Mapped[str | None] = mapped_column(String(1024))
+    icon_urls: Mapped[str | None] = mapped_column(Text)
+    image_urls: Mapped[str | None] = mapped_column(Text)
+    push_style: Mapped[int | None] = mapped_column(Integer)
+    show_style: Mapped[int | None] = mapped_column(Integer)
+    jump_action: Mapped[int | None] = mapped_column(Integer)
+    variables: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Schedule(Base):
+    """One scheduled push job: the job of a StrategyType 1 push, or one occurrence (sub-job)
+    of a cyclic push, whose ``parent_id`` is the main job's ``unique_id``."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        Index("ix_schedules_state_fire", "state", "fire_at"),
+        Index("ix_schedules_app_fire", "app_pk", "fire_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    unique_id: Mapped[str] = mapped_column(String(40), unique=True)
+    parent_id: Mapped[str] = mapped_column(String(40), index=True)
+    app_pk: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    delivery_type: Mapped[int] = mapped_column(Integer)
+    strategy_type: Mapped[int] = mapped_column(Integer)
+    fire_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "pending", "executed", "cancelled" or "missed"
+    state: Mapped[str] = mapped_column(String(16))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the push to make when it fires
+    title: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[str | None] = mapped_column(Text)
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    task_pk: Mapped[int | None] = mapped_column(Id)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
