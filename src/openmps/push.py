@@ -16,7 +16,8 @@ from sqlalchemy import func, insert, select, update
 from openmps.channels.base import Outbound
 from openmps.dispatch import AnyJob, Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
-from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO, NONE, find
+from openmps.review import REVIEW_PENDING, needs_review, review_rules
+from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO, NONE, WAITING_FOR_VERIFY, find
 from openmps.store import Binding, Delivery, Device, Message, Store, Task
 from openmps.vendor_dispatch import VendorJob
 from openmps.vendors import ROUTE_OWN, DeviceRoute, VendorSettings, choose_route
@@ -42,8 +43,23 @@ SUPPORTED_DELIVERY_TYPES = {1: "android", 2: "ios", 3: "user"}
 
 
 @dataclass(frozen=True)
+class TargetContent:
+    """What one target of a PushMultiple gets in place of the push's own title, content, uri
+    and extras (the template rendered with that target's values, extras merged)."""
+
+    title: str | None
+    content: str | None
+    uri: str | None = None
+    extras: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class PushRequest:
-    """A push as both front doors hand it over: types checked, limits not yet."""
+    """A push as both front doors hand it over: types checked, limits not yet.
+
+    ``kind`` is "simple", "template" (title and content rendered from ``template_name``) or
+    "multiple" (``per_target`` holds each target's own content; up to 100 targets).
+    """
 
     delivery_type: int | None
     targets: dict[str, str] | None  # target -> msgKey
@@ -57,6 +73,40 @@ class PushRequest:
     uri: str | None = None
     task_name: str | None = None
     strategy_type: int | None = None
+    strategy_content: str | None = None
+    kind: str = "simple"
+    template_name: str | None = None
+    per_target: dict[str, TargetContent] | None = None
+
+
+@dataclass(frozen=True)
+class BroadcastRequest:
+    """A PushBroadcast: one message (a template already rendered into ``title``/``content``)
+    to every device of a platform that matches the audience (reference 4.5).
+
+    ``push_status``: 0 bound devices (default), 1 all, 2 unbound; ``bind_period`` and
+    ``unbind_period``: 1 = 7 days, 2 = 15 days, 3 = 60 days, 4 = forever (the default);
+    ``android_channel``: 1 the own channel only, 2 (default) routing as for any push.
+    """
+
+    delivery_type: int | None
+    msg_key: str | None
+    expired_seconds: int | None
+    title: str | None
+    content: str | None
+    template_name: str | None = None
+    extras: dict[str, str] | None = None
+    silent: int | None = None
+    push_action: int | None = None
+    push_style: int | None = None
+    uri: str | None = None
+    task_name: str | None = None
+    strategy_type: int | None = None
+    strategy_content: str | None = None
+    push_status: int | None = None
+    bind_period: int | None = None
+    unbind_period: int | None = None
+    android_channel: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,25 +140,31 @@ class _Intake:
     app_pk: int
     push: _Validated
     answer: asyncio.Future[tuple[int, list[AnyJob]]]
+    schedule_id: str | None = None
 
 
 @dataclass
 class _Validated:
     delivery_type: int
-    targets: dict[str, str]
+    targets: dict[str, str]  # target -> msgKey
     expired_seconds: int
-    payload: dict[str, Any] = field(default_factory=dict)
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> payload
     task_name: str | None = None
+    kind: str = "simple"
+    template_name: str | None = None
 
 
-def _validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
-    if req.strategy_type not in (None, 0):
-        raise BusinessError(
-            3028,
-            "INVALID_PARAM",
-            "StrategyType 1 and 2 (scheduled and cyclic pushes) are not supported yet; "
-            "omit StrategyType or send 0",
-        )
+MAX_TARGETS = {"simple": MAX_TARGETS_SIMPLE, "template": MAX_TARGETS_SIMPLE, "multiple": 100}
+MAX_TARGET_EXTRAS = 9  # reference 4.4: a PushMultiple target's own extras, 3049 from 10
+
+
+def validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
+    """Check a push against every rule of the reference; raises BusinessError, stores nothing.
+
+    The strategy (StrategyType, StrategyContent) is the scheduler's to check.
+    """
+    if req.kind not in MAX_TARGETS:
+        raise ValueError(f"unknown push kind {req.kind!r}")
     if req.delivery_type is None:
         raise BusinessError(3009, "DELIVERY_TYPE_NOT_SUPPORTED", "DeliveryType is required")
     if req.delivery_type not in SUPPORTED_DELIVERY_TYPES:
@@ -120,49 +176,89 @@ def _validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
             f"DeliveryType {req.delivery_type} {why}; use 1 (Android device), "
             "2 (iOS device) or 3 (user id)",
         )
-    if req.expired_seconds is None or req.expired_seconds <= 0:
-        raise BusinessError(
-            3020, "EXPIREDSECONDS_WRONG", "ExpiredSeconds is required and must be at least 1"
-        )
-    if req.expired_seconds > max_expired_seconds:
-        raise BusinessError(
-            3026,
-            "EXPIREDTIME_TOO_LONG",
-            f"ExpiredSeconds {req.expired_seconds} exceeds the maximum {max_expired_seconds}",
-        )
-    if not req.title or not req.title.strip():
-        raise BusinessError(3024, "PAYLOAD_NOT_ENOUGH", "Title is required")
-    if not req.content or not req.content.strip():
-        raise BusinessError(3024, "PAYLOAD_NOT_ENOUGH", "Content is required")
+    _check_expiry(req.expired_seconds, max_expired_seconds)
+    field_name = "TargetMsg" if req.kind == "multiple" else "TargetMsgkey"
     if not req.targets:
-        raise BusinessError(3021, "TOKEN_OR_USERID_NULL", "TargetMsgkey has no target")
-    if len(req.targets) > MAX_TARGETS_SIMPLE:
+        raise BusinessError(3021, "TOKEN_OR_USERID_NULL", f"{field_name} has no target")
+    limit = MAX_TARGETS[req.kind]
+    if len(req.targets) > limit:
         raise BusinessError(
             3029,
             "SINGLE_PUSH_TARGET_TOO_MUCH",
-            f"TargetMsgkey has {len(req.targets)} targets; at most {MAX_TARGETS_SIMPLE}",
+            f"{field_name} has {len(req.targets)} targets; at most {limit}",
         )
     for target, key in req.targets.items():
-        if not target.strip() or not str(key).strip():
-            raise BusinessError(3028, "INVALID_PARAM", "TargetMsgkey has an empty target or msgKey")
-        if not (target + str(key)).isprintable():
+        _check_ids(field_name, target, str(key))
+    _check_extras(req.extras)
+    _check_options(req)
+    payloads: dict[str, dict[str, Any]] = {}
+    for target in req.targets:
+        own = (req.per_target or {}).get(target)
+        if req.kind == "multiple" and own is None:
+            raise ValueError(f"multiple push without content for target {target!r}")
+        if own is not None and own.extras is not None and len(own.extras) > MAX_TARGET_EXTRAS:
             raise BusinessError(
-                3028,
-                "INVALID_PARAM",
-                "a target or msgKey in TargetMsgkey contains a control character",
+                3049,
+                "MULTIPLE_INNER_EXTEND_PARAM_TO_MUCH",
+                f"the ExtendedParams of target {target!r} have {len(own.extras)} keys; "
+                f"fewer than {MAX_TARGET_EXTRAS + 1} allowed",
             )
-        if len(target) > MAX_ID_CHARS or len(str(key)) > MAX_ID_CHARS:
-            raise BusinessError(
-                3028,
-                "INVALID_PARAM",
-                f"a target or msgKey in TargetMsgkey is longer than {MAX_ID_CHARS} characters",
-            )
-    if req.extras is not None and len(req.extras) > MAX_EXTENDED_PARAMS:
+        title = own.title if own else req.title
+        content = own.content if own else req.content
+        extras = {**(req.extras or {}), **((own.extras if own else None) or {})}
+        uri = own.uri if own and own.uri is not None else req.uri
+        payloads[target] = _payload(req, title, content, extras, uri)
+    return _Validated(
+        req.delivery_type,
+        {t: str(k) for t, k in req.targets.items()},
+        req.expired_seconds or 0,
+        payloads,
+        req.task_name or None,
+        req.kind,
+        req.template_name,
+    )
+
+
+def _check_expiry(expired_seconds: int | None, maximum: int) -> None:
+    if expired_seconds is None or expired_seconds <= 0:
+        raise BusinessError(
+            3020, "EXPIREDSECONDS_WRONG", "ExpiredSeconds is required and must be at least 1"
+        )
+    if expired_seconds > maximum:
+        raise BusinessError(
+            3026,
+            "EXPIREDTIME_TOO_LONG",
+            f"ExpiredSeconds {expired_seconds} exceeds the maximum {maximum}",
+        )
+
+
+def _check_ids(field_name: str, target: str, key: str) -> None:
+    if not target.strip() or not key.strip():
+        raise BusinessError(3028, "INVALID_PARAM", f"{field_name} has an empty target or msgKey")
+    if not (target + key).isprintable():
+        raise BusinessError(
+            3028,
+            "INVALID_PARAM",
+            f"a target or msgKey in {field_name} contains a control character",
+        )
+    if len(target) > MAX_ID_CHARS or len(key) > MAX_ID_CHARS:
+        raise BusinessError(
+            3028,
+            "INVALID_PARAM",
+            f"a target or msgKey in {field_name} is longer than {MAX_ID_CHARS} characters",
+        )
+
+
+def _check_extras(extras: dict[str, str] | None) -> None:
+    if extras is not None and len(extras) > MAX_EXTENDED_PARAMS:
         raise BusinessError(
             3035,
             "EXTEND_PARAM_TO_MUCH",
-            f"ExtendedParams has {len(req.extras)} keys; at most {MAX_EXTENDED_PARAMS}",
+            f"ExtendedParams has {len(extras)} keys; at most {MAX_EXTENDED_PARAMS}",
         )
+
+
+def _check_options(req: PushRequest | BroadcastRequest) -> None:
     for name, value in (("Silent", req.silent), ("PushAction", req.push_action)):
         if value not in (None, 0, 1):
             raise BusinessError(3028, "INVALID_PARAM", f"{name} must be 0 or 1, got {value}")
@@ -170,14 +266,28 @@ def _validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
         raise BusinessError(3028, "INVALID_PARAM", "PushStyle must be 0, 1 or 2")
     if req.task_name is not None and len(req.task_name) > 256:
         raise BusinessError(3028, "INVALID_PARAM", "TaskName is longer than 256 characters")
+
+
+def _payload(
+    req: PushRequest | BroadcastRequest,
+    title: str | None,
+    content: str | None,
+    extras: dict[str, str],
+    uri: str | None,
+) -> dict[str, Any]:
+    """What a device (or vendor) is sent: checked for presence and size (3024, 3050)."""
+    if not title or not title.strip():
+        raise BusinessError(3024, "PAYLOAD_NOT_ENOUGH", "Title is required")
+    if not content or not content.strip():
+        raise BusinessError(3024, "PAYLOAD_NOT_ENOUGH", "Content is required")
     payload: dict[str, Any] = {
-        "title": req.title,
-        "content": req.content,
-        "extras": req.extras or {},
+        "title": title,
+        "content": content,
+        "extras": extras,
         "silent": req.silent or 0,
         "push_action": req.push_action or 0,
         "push_style": req.push_style or 0,
-        "uri": req.uri or None,
+        "uri": uri or None,
     }
     size = len(json.dumps(payload, ensure_ascii=False).encode())
     if size > MAX_PAYLOAD_BYTES:
@@ -186,13 +296,7 @@ def _validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
             "MSG_PAYLOAD_TOO_LONG",
             f"Title, Content and ExtendedParams take {size} bytes; at most {MAX_PAYLOAD_BYTES}",
         )
-    return _Validated(
-        req.delivery_type,
-        {t: str(k) for t, k in req.targets.items()},
-        req.expired_seconds,
-        payload,
-        req.task_name or None,
-    )
+    return payload
 
 
 class Pushes:
@@ -212,7 +316,7 @@ class Pushes:
         self._intake_task: asyncio.Task[None] | None = None  # the group-commit writer
 
     def start(self) -> None:
-        """Start the intake writer; pushes wait for it (``push_simple`` needs it running)."""
+        """Start the intake writer; pushes wait for it (``push`` needs it running)."""
         self._intake_task = asyncio.create_task(self._intake_loop(), name="push-intake")
 
     async def stop(self) -> None:
@@ -223,19 +327,23 @@ class Pushes:
         await self._intake_task
         self._intake_task = None
 
-    async def push_simple(self, app_pk: int, req: PushRequest) -> int:
+    def validate(self, req: PushRequest) -> None:
+        """Refuse a push that breaks a rule (BusinessError), without storing anything."""
+        validate(req, max_expired_seconds=self._max_expired_seconds)
+
+    async def push(self, app_pk: int, req: PushRequest, *, schedule_id: str | None = None) -> int:
         """Validate, store durably, dispatch; returns the task id. Nothing is stored on error.
 
         Concurrent pushes are committed together (group commit): the intake writer takes every
         push waiting, writes them in one transaction, and only then answers each of them.
         """
-        v = _validate(req, max_expired_seconds=self._max_expired_seconds)
+        v = validate(req, max_expired_seconds=self._max_expired_seconds)
         if self._intake_task is None:
             raise RuntimeError("Pushes.start() was not called")
         answer: asyncio.Future[tuple[int, list[AnyJob]]] = (
             asyncio.get_running_loop().create_future()
         )
-        await self._intake.put(_Intake(app_pk, v, answer))
+        await self._intake.put(_Intake(app_pk, v, answer, schedule_id))
         task_id, jobs = await answer
         vendor_jobs = sum(isinstance(job, VendorJob) for job in jobs)
         logger.info(
@@ -247,6 +355,12 @@ class Pushes:
         )
         self._dispatcher.submit(jobs)
         return task_id
+
+    async def broadcast(
+        self, app_pk: int, req: BroadcastRequest, *, schedule_id: str | None = None
+    ) -> int:
+        """Validate, expand to every matching device in bulk, store, dispatch; the task id."""
+        raise BusinessError(3028, "INVALID_PARAM", "PushBroadcast is being built")
 
     async def _intake_loop(self) -> None:
         stopping = False
@@ -291,7 +405,9 @@ class Pushes:
                 if keys & taken:
                     replay = None
                     if keys <= stored.keys():
-                        replay = await _replay_of(session, entry.push, [stored[k] for k in keys])
+                        replay = await _replay_of(
+                            session, entry.push, {k[2]: stored[k] for k in keys}
+                        )
                     if replay is not None:
                         out.append((replay, []))
                         continue
@@ -318,6 +434,8 @@ class Pushes:
         # RETURNING rows come back in no promised order, and asking SQLAlchemy to sort them
         # makes it insert row by row; so each insert returns a unique key to match rows by.
         request_ids = [uuid.uuid4().hex for _ in batch]
+        rules = await review_rules(session, {e.app_pk for e in batch})
+        held = [needs_review(rules[e.app_pk], e.push.kind) for e in batch]
         task_rows = (
             await session.execute(
                 insert(Task).returning(Task.request_id, Task.id),
@@ -325,13 +443,18 @@ class Pushes:
                     {
                         "request_id": rid,
                         "app_pk": e.app_pk,
-                        "kind": "simple",
+                        "kind": e.push.kind,
                         "task_name": e.push.task_name,
                         "delivery_type": e.push.delivery_type,
                         "created_at": now,
                         "expires_at": expires,
+                        "template_name": e.push.template_name,
+                        "review": REVIEW_PENDING if hold else None,
+                        "schedule_id": e.schedule_id,
                     }
-                    for rid, e, expires in zip(request_ids, batch, expiries, strict=True)
+                    for rid, e, expires, hold in zip(
+                        request_ids, batch, expiries, held, strict=True
+                    )
                 ],
             )
         ).all()
@@ -351,7 +474,7 @@ class Pushes:
                         "msg_key": batch[i].push.targets[target],
                         "target": target,
                         "delivery_type": batch[i].push.delivery_type,
-                        "payload": batch[i].push.payload,
+                        "payload": batch[i].push.payloads[target],
                         "created_at": now,
                         "expires_at": expiries[i],
                     }
@@ -382,7 +505,9 @@ class Pushes:
                     )
                 )
             rows.extend(
-                _delivery_rows(message_pk, routed, detail, push.delivery_type, expiries[i], now)
+                _delivery_rows(
+                    message_pk, routed, detail, push.delivery_type, expiries[i], now, held[i]
+                )
             )
         delivered = (
             await session.execute(
@@ -394,7 +519,7 @@ class Pushes:
         ).all()
         bodies = {
             (i, target): message_body(
-                batch[i].push.payload,
+                batch[i].push.payloads[target],
                 msg_key=batch[i].push.targets[target],
                 task_id=task_ids[i],
                 expires_ms=int(expiries[i].timestamp() * 1000),
@@ -403,9 +528,9 @@ class Pushes:
         }
         results: list[tuple[int, list[AnyJob]]] = [(task_id, []) for task_id in task_ids]
         for d_id, message_pk, d_pk, route in sorted(delivered):
-            if d_pk is None:
-                continue
             i, target = owner_of[message_pk]
+            if d_pk is None or held[i]:
+                continue
             if route == ROUTE_OWN:
                 job: AnyJob = Job(d_id, d_pk, message_frame(d_id, bodies[(i, target)]))
             else:
@@ -418,7 +543,7 @@ class Pushes:
                     outbound(
                         d_id,
                         token,
-                        push.payload,
+                        push.payloads[target],
                         msg_key=push.targets[target],
                         task_id=task_ids[i],
                         expires_at=expiries[i],
@@ -639,18 +764,19 @@ async def _used_keys(session: Any, batch: list[_Intake]) -> Stored:
 
 
 async def _replay_of(
-    session: Any, push: _Validated, stored: list[tuple[int, int, dict[str, Any]]]
+    session: Any, push: _Validated, stored: dict[str, tuple[int, int, dict[str, Any]]]
 ) -> int | None:
     """The task this push repeats exactly (same targets, msgKeys and content), if any.
 
     A client that lost the answer to a push (a timeout, a dropped connection) can send it again
     and gets the first push's task id, instead of a refusal or a second message.
     """
-    tasks = {task for task, _, _ in stored}
+    tasks = {task for task, _, _ in stored.values()}
     if len(tasks) != 1:
         return None
-    if any(dt != push.delivery_type or payload != push.payload for _, dt, payload in stored):
-        return None
+    for target, (_, dt, payload) in stored.items():
+        if dt != push.delivery_type or payload != push.payloads[target]:
+            return None
     (task_pk,) = tasks
     count = await session.scalar(
         select(func.count()).select_from(Message).where(Message.task_pk == task_pk)
@@ -714,8 +840,15 @@ def _delivery_rows(
     delivery_type: int,
     expires: datetime,
     now: datetime,
+    held: bool,
 ) -> list[dict[str, Any]]:
-    """Rows for one message: one per (device pk, route), or one for an unresolved target."""
+    """Rows for one message: one per (device pk, route), or one for an unresolved target.
+
+    A push held for review gets status -1 (WaitingForVerify) wherever it would have waited for
+    its device or its user's binding; approval gives those rows the status they would have had.
+    """
+    waiting = WAITING_FOR_VERIFY if held else DEVICE_NOT_ONLINE
+    unbound = WAITING_FOR_VERIFY if held else NO_BIND_INFO
     base = {
         "message_pk": message_pk,
         "route": ROUTE_OWN,
@@ -729,8 +862,8 @@ def _delivery_rows(
                 **base,
                 "device_pk": pk,
                 "route": route,
-                "status_channel": DEVICE_NOT_ONLINE.channel.value,
-                "code": DEVICE_NOT_ONLINE.code,
+                "status_channel": waiting.channel.value,
+                "code": waiting.code,
                 "final": False,
             }
             for pk, route in devices
@@ -741,8 +874,8 @@ def _delivery_rows(
             {
                 **base,
                 "device_pk": None,
-                "status_channel": NO_BIND_INFO.channel.value,
-                "code": NO_BIND_INFO.code,
+                "status_channel": unbound.channel.value,
+                "code": unbound.code,
                 "final": False,
             }
         ]

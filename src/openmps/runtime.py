@@ -11,10 +11,11 @@ from typing import Any
 from openmps.apps import AppCredentials, KeyRing, count_apps, create_app
 from openmps.devices import Devices
 from openmps.dispatch import Dispatcher
+from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
 from openmps.gateway.server import Gateway
 from openmps.mps.signature import NonceCache
-from openmps.push import Pushes
+from openmps.push import BroadcastRequest, Pushes, PushRequest
 from openmps.settings import Settings
 from openmps.statuswriter import StatusWriter
 from openmps.store import Store
@@ -77,6 +78,20 @@ class Runtime:
         except Exception:
             await store.close()
             raise
+
+    async def submit(self, app_pk: int, request: PushRequest | BroadcastRequest) -> str:
+        """Accept a push from either front door; returns what ``PushResult.Data`` carries:
+        the task id of an immediate push, the job id of a scheduled or cyclic one."""
+        if request.strategy_type not in (None, 0):
+            raise BusinessError(
+                3028,
+                "INVALID_PARAM",
+                "StrategyType 1 and 2 (scheduled and cyclic pushes) are not supported yet; "
+                "omit StrategyType or send 0",
+            )
+        if isinstance(request, BroadcastRequest):
+            return str(await self.pushes.broadcast(app_pk, request))
+        return str(await self.pushes.push(app_pk, request))
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

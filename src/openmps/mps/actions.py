@@ -53,9 +53,9 @@ async def push_simple(call: Call) -> str:
         uri=get_str(form, "Uri", required=False),
         task_name=get_str(form, "TaskName", required=False),
         strategy_type=get_int(form, "StrategyType", required=False),
+        strategy_content=get_str(form, "StrategyContent", required=False),
     )
-    task_id = await call.runtime.pushes.push_simple(app_pk, request)
-    return str(task_id)
+    return await call.runtime.submit(app_pk, request)
 
 
 async def push_bind(call: Call) -> str:
