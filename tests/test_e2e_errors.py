@@ -299,20 +299,12 @@ async def test_unknown_action(tenant: Tenant) -> None:
     assert response.json()["Code"] == "InvalidAction.NotFound"
 
 
-async def test_unimplemented_action_is_not_supported(tenant: Tenant) -> None:
-    request = models.CreateTemplateRequest(
-        app_id=tenant.app_id,
-        workspace_id=tenant.workspace_id,
-        template_name="welcome",
-        title="Hi ${name}",
-        content="Welcome, ${name}",
-    )
-    await client_error(
-        tenant.sdk().create_template_async(request),
-        400,
-        "OperationNotSupported",
-        "the action 'CreateTemplate' is not supported by openmps yet",
-    )
+def test_every_mps_action_has_a_handler() -> None:
+    """The 21 MPS actions of reference section 3 are all served."""
+    from openmps.mps.actions import HANDLERS, MPS_ACTIONS
+
+    assert len(MPS_ACTIONS) == 21
+    assert set(HANDLERS) == MPS_ACTIONS
 
 
 # --- business refusals: HTTP 200, envelope A, nothing stored ---------------------------------
@@ -461,6 +453,14 @@ async def test_oversized_bind_and_report_fields_refused(tenant: Tenant) -> None:
         "INVALID_PARAM",
         "ThirdChannelDeviceToken is longer than 512 characters",
     )
+    # Regression: an OsType beyond 32 bits made PostgreSQL fail the write (HTTP 500).
+    huge = "OsType must be between 0 and 2147483647, got 99999999999"
+    bound = await sdk.push_bind_async(
+        models.PushBindRequest(**common, os_type=99999999999, user_id="u")
+    )
+    assert_refused(bound.body, 3028, "INVALID_PARAM", huge)
+    reported = await sdk.push_report_async(models.PushReportRequest(**common, os_type=99999999999))
+    assert_refused(reported.body, 3028, "INVALID_PARAM", huge)
     state = await sdk.push_query_device_state_async(
         models.PushQueryDeviceStateRequest(
             app_id=tenant.app_id,

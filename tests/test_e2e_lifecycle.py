@@ -603,7 +603,7 @@ async def test_gateway_non_json_after_hello(tenant: Tenant) -> None:
         {
             "type": "error",
             "code": "bad_frame",
-            "message": "frames are JSON objects of type ack, opened or ping",
+            "message": "frames are JSON objects of type ack, opened, ignored or ping",
         }
     ]
     assert (code, reason) == (4004, "bad_frame")
@@ -905,7 +905,7 @@ async def test_gateway_accepts_v1_with_slash_or_query(tenant: Tenant, path: str)
 BAD_ID_ERROR = {
     "type": "error",
     "code": "bad_frame",
-    "message": "delivery ids (ack ids, opened id) are strings of digits",
+    "message": "delivery ids (ack ids, opened and ignored ids) are strings of digits",
 }
 
 

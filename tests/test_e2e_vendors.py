@@ -435,6 +435,7 @@ async def test_channel_settings_are_checked_and_secrets_never_shown(
         400,
         {
             "error": "invalid_param",
+            "code": 3028,
             "message": "unknown vendor 'nokia'; one of: apns, fcm, hms, xiaomi, oppo, vivo",
         },
     )
@@ -460,6 +461,7 @@ async def test_unknown_settings_are_refused_so_a_mistyped_secret_is_never_shown(
         400,
         {
             "error": "invalid_param",
+            "code": 3028,
             "message": "unknown hms setting(s) clientsecret; known: app_id, base_url, "
             "client_secret, token_url",
         },
@@ -474,6 +476,7 @@ async def test_deleting_an_unknown_vendor_is_refused(tenant: Tenant) -> None:
         400,
         {
             "error": "invalid_param",
+            "code": 3028,
             "message": "unknown vendor 'bogus'; one of: apns, fcm, hms, xiaomi, oppo, vivo",
         },
     )

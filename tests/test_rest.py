@@ -1,9 +1,10 @@
-"""The REST API's own limits."""
+"""The REST API's own limits, its error shapes and its OpenAPI document."""
 
 from __future__ import annotations
 
 import httpx
 
+from openmps import __version__
 from tests.conftest import Tenant
 
 
@@ -46,3 +47,73 @@ async def test_mps_front_door_refuses_a_body_over_one_mebibyte(tenant: Tenant) -
         413,
         {"error": "body_too_large", "message": "request bodies are limited to 1048576 bytes"},
     )
+
+
+async def test_docs_page_and_openapi_document(tenant: Tenant) -> None:
+    async with httpx.AsyncClient(base_url=tenant.server.api_url) as http:
+        page = await http.get("/docs")
+        document = await http.get("/openapi.json")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in page.text and "/openapi.json" in page.text
+    assert document.status_code == 200
+    spec = document.json()
+    assert (spec["info"]["title"], spec["info"]["version"]) == ("openmps", __version__)
+    assert spec["info"]["description"].startswith("The native REST API of openmps")
+    operations = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    assert {
+        ("GET", "/healthz"),
+        ("POST", "/v1/devices"),
+        ("POST", "/v1/pushes"),
+        ("POST", "/v1/pushes/broadcast"),
+        ("POST", "/v1/bindings"),
+        ("DELETE", "/v1/bindings/{user_id}"),
+        ("POST", "/v1/devices/{delivery_token}/report"),
+        ("GET", "/v1/devices/{target}"),
+        ("POST", "/v1/messages/revoke"),
+        ("GET", "/v1/messages/{msg_key}"),
+        ("GET", "/v1/tasks/{task_id}"),
+        ("POST", "/v1/tasks/{task_id}/revoke"),
+        ("GET", "/v1/channels"),
+        ("PUT", "/v1/channels/{vendor}"),
+        ("DELETE", "/v1/channels/{vendor}"),
+        ("PUT", "/v1/routing"),
+    } <= operations
+    assert "/" not in spec["paths"]  # the MPS front door is not part of this API
+    assert [t["name"] for t in spec["tags"]] == [
+        "pushes",
+        "messages",
+        "tasks",
+        "devices",
+        "bindings",
+        "channels",
+        "health",
+    ]
+    assert spec["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
+    push = spec["paths"]["/v1/pushes"]["post"]
+    assert (push["tags"], push["security"]) == (["pushes"], [{"basic": []}])
+    assert set(push["responses"]) == {"201", "400", "401", "422"}
+
+
+async def test_channel_refusals_carry_the_mps_result_code(tenant: Tenant) -> None:
+    auth = (tenant.creds.access_key_id, tenant.creds.access_key_secret)
+    async with httpx.AsyncClient(base_url=tenant.server.api_url, auth=auth) as http:
+        unknown = await http.delete("/v1/channels/bogus")
+        refused = await http.put("/v1/channels/vivo", json={"settings": {"app_id": "1"}})
+        policy = await http.put("/v1/routing", json={"policy": "sometimes"})
+        anonymous = await http.get("/v1/channels", auth=None)
+    assert (unknown.status_code, unknown.json()) == (
+        400,
+        {
+            "error": "invalid_param",
+            "message": "unknown vendor 'bogus'; one of: apns, fcm, hms, xiaomi, oppo, vivo",
+            "code": 3028,
+        },
+    )
+    assert refused.status_code == 400
+    assert (refused.json()["error"], refused.json()["code"]) == ("invalid_param", 3028)
+    assert policy.status_code == 422
+    assert [(e["loc"], e["type"]) for e in policy.json()["detail"]] == [
+        (["body", "policy"], "literal_error")
+    ]
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthorized")

@@ -20,10 +20,12 @@ apps_cli = typer.Typer(no_args_is_help=True, help="Create and list apps and thei
 device_cli = typer.Typer(no_args_is_help=True, help="Act as a device (demos and checks).")
 channel_cli = typer.Typer(no_args_is_help=True, help="Vendor channel settings of an app.")
 fakes_cli = typer.Typer(no_args_is_help=True, help="Fake vendor gateways for offline tests.")
+review_cli = typer.Typer(no_args_is_help=True, help="Pushes waiting for approval (status -1).")
 app.add_typer(apps_cli, name="app")
 app.add_typer(fakes_cli, name="fakes")
 app.add_typer(channel_cli, name="channel")
 app.add_typer(device_cli, name="device")
+app.add_typer(review_cli, name="review")
 
 T = TypeVar("T")
 
@@ -72,6 +74,19 @@ def serve(
     ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENMPS_LOG_FORMAT",
+            help="Logs on stderr as text or json (one object per line) [default: text]",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENMPS_LOG_LEVEL", help="debug, info, warning or error [default: info]"
+        ),
+    ] = None,
 ) -> None:
     """Run the API and the device gateway in one process."""
     from openmps.server import run
@@ -82,6 +97,8 @@ def serve(
         gateway_port=gateway_port,
         data_dir=data_dir,
         database_url=database_url,
+        log_format=log_format,
+        log_level=log_level,
     )
     try:
         run(settings)
@@ -294,15 +311,15 @@ def _parse_settings(pairs: list[str]) -> dict[str, str]:
 
 
 async def _with_app(settings: Settings, app_id: str, workspace_id: str, work: Any) -> Any:
+    """Run ``work(store, app_pk)`` for the app named, on the store of ``settings``."""
     from openmps.apps import find_app
-    from openmps.vendors import VendorSettings
 
     store = await _open_store(settings)
     try:
         app_pk = await find_app(store, app_id, workspace_id)
         if app_pk is None:
             raise OpenMPSError(f"no app {app_id!r} in workspace {workspace_id!r}; see `app list`")
-        return await work(VendorSettings(store), app_pk)
+        return await work(store, app_pk)
     finally:
         await store.close()
 
@@ -333,8 +350,10 @@ def channel_set(
     settings = _settings(data_dir=data_dir, database_url=database_url)
     parsed = _parse_settings(values)
 
-    async def work(vendors: Any, app_pk: int) -> None:
-        await vendors.set(app_pk, vendor, parsed, base_url=base_url)
+    async def work(store: Any, app_pk: int) -> None:
+        from openmps.vendors import VendorSettings
+
+        await VendorSettings(store).set(app_pk, vendor, parsed, base_url=base_url)
 
     _business(_with_app(settings, app_id, workspace_id, work))
     typer.echo(f"{vendor} settings stored for {app_id} (a running server uses them within 5 s)")
@@ -350,8 +369,10 @@ def channel_list(
     """Show an app's vendor channel settings, secrets hidden."""
     settings = _settings(data_dir=data_dir, database_url=database_url)
 
-    async def work(vendors: Any, app_pk: int) -> Any:
-        return await vendors.describe(app_pk)
+    async def work(store: Any, app_pk: int) -> Any:
+        from openmps.vendors import VendorSettings
+
+        return await VendorSettings(store).describe(app_pk)
 
     typer.echo(json.dumps(_business(_with_app(settings, app_id, workspace_id, work)), indent=2))
 
@@ -367,11 +388,98 @@ def channel_policy(
     """Choose how devices with a vendor token are reached."""
     settings = _settings(data_dir=data_dir, database_url=database_url)
 
-    async def work(vendors: Any, app_pk: int) -> None:
-        await vendors.set_policy(app_pk, policy)
+    async def work(store: Any, app_pk: int) -> None:
+        from openmps.vendors import VendorSettings
+
+        await VendorSettings(store).set_policy(app_pk, policy)
 
     _business(_with_app(settings, app_id, workspace_id, work))
     typer.echo(f"routing policy of {app_id}: {policy}")
+
+
+@review_cli.command("rule")
+def review_rule(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    rule: Annotated[str, typer.Argument(help="none, broadcast, batch or all")],
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Choose which pushes of an app wait for approval (status -1) before they go out."""
+    from openmps.review import Reviews
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def work(store: Any, app_pk: int) -> None:
+        await Reviews(store, None).set_rule(app_pk, rule)
+
+    _business(_with_app(settings, app_id, workspace_id, work))
+    typer.echo(f"review rule of {app_id}: {rule}")
+
+
+@review_cli.command("list")
+def review_list(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List the app's pushes waiting for approval, as JSON."""
+    from openmps.review import Reviews
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def work(store: Any, app_pk: int) -> Any:
+        reviews = Reviews(store, None)
+        held = [task.as_json() for task in await reviews.held(app_pk)]
+        return {"rule": await reviews.rule(app_pk), "held": held}
+
+    typer.echo(json.dumps(_business(_with_app(settings, app_id, workspace_id, work)), indent=2))
+
+
+def _decide(app_id: str, task_id: str, workspace_id: str, settings: Settings, approve: bool) -> int:
+    from openmps.review import Reviews
+
+    if not task_id.isdigit() or len(task_id) > 18:
+        typer.echo(f"error: a task id is a number, got {task_id!r}", err=True)
+        raise typer.Exit(2)
+
+    async def work(store: Any, app_pk: int) -> int:
+        reviews = Reviews(store, None)
+        if approve:
+            return await reviews.approve(app_pk, int(task_id))
+        return await reviews.reject(app_pk, int(task_id))
+
+    count: int = _business(_with_app(settings, app_id, workspace_id, work))
+    return count
+
+
+@review_cli.command("approve")
+def review_approve(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    task_id: Annotated[str, typer.Argument(help="The held task's id")],
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Approve a held push; the running server sends it within a second or two."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _decide(app_id, task_id, workspace_id, settings, True)
+    typer.echo(f"task {task_id} approved; the running server sends it on its next sweep (~1 s)")
+
+
+@review_cli.command("reject")
+def review_reject(
+    app_id: Annotated[str, typer.Argument(help="The app's AppId")],
+    task_id: Annotated[str, typer.Argument(help="The held task's id")],
+    workspace_id: WorkspaceOpt = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Reject a held push: it is never sent, its targets end final with status -1."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    stopped = _decide(app_id, task_id, workspace_id, settings, False)
+    typer.echo(f"task {task_id} rejected: {stopped} deliveries will never be sent")
 
 
 @fakes_cli.command("serve")

@@ -117,9 +117,10 @@ class GatewayClosed(OpenMPSError):
 class GatewayUnavailable(OpenMPSError):
     """The gateway could not be reached or the link was lost; trying again later may work.
 
-    Raised by :meth:`DeviceClient.connect`, by :meth:`DeviceClient.ack` and
-    :meth:`DeviceClient.opened` when there is no open session, and out of the iterator when
-    ``reconnect`` is off. ``code`` is the close code when the gateway sent one.
+    Raised by :meth:`DeviceClient.connect`, by :meth:`DeviceClient.ack`,
+    :meth:`DeviceClient.opened` and :meth:`DeviceClient.ignored` when there is no open
+    session, and out of the iterator when ``reconnect`` is off. ``code`` is the close code when
+    the gateway sent one.
     """
 
     def __init__(self, message: str, *, code: int | None = None) -> None:
@@ -312,9 +313,10 @@ def _chunks(ids: Iterable[str], size: int) -> Iterable[list[str]]:
 class DeviceClient:
     """One device's session with the gateway.
 
-    Iterate over the client (from a single task) to receive messages; call :meth:`ack` and
-    :meth:`opened` from anywhere. Use it as an async context manager, or call :meth:`connect`
-    and :meth:`close` yourself. Iterating without :meth:`connect` connects on first use.
+    Iterate over the client (from a single task) to receive messages; call :meth:`ack`,
+    :meth:`opened` and :meth:`ignored` from anywhere. Use it as an async context manager, or
+    call :meth:`connect` and :meth:`close` yourself. Iterating without :meth:`connect` connects
+    on first use.
     """
 
     def __init__(
@@ -689,6 +691,11 @@ class DeviceClient:
     async def opened(self, message_id: str) -> None:
         """Report that the user opened the notification of ``message_id`` (analytics)."""
         await self._send({"type": "opened", "id": message_id})
+
+    async def ignored(self, message_id: str) -> None:
+        """Report that the user dismissed the notification of ``message_id`` without opening
+        it (analytics: IgnoreNum)."""
+        await self._send({"type": "ignored", "id": message_id})
 
     async def close(self) -> None:
         """Send the auto-acks not sent yet, close the session and stop the iterator; no

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from openmps.channels.registry import THIRD_CHANNELS
 from openmps.dispatch import Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
-from openmps.statuses import DEVICE_NOT_ONLINE
+from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO
 from openmps.store import Binding, Delivery, Device, Message, Store
 
 PLATFORMS = ("android", "ios")
@@ -24,6 +24,16 @@ MAX_VENDOR_TOKEN_CHARS = 512  # PushReport ThirdChannelDeviceToken
 MAX_REPORT_FIELD_CHARS = 256  # every other PushReport field (Model, Imei, AppVersion, ...)
 # Our OsType values (the public MPS docs publish none): they mirror DeliveryType.
 OS_TYPES = {1: "android", 2: "ios", 7: "harmonyos"}
+
+
+MAX_OS_TYPE = 2**31 - 1  # the store keeps OsType in a 32-bit column
+
+
+def _check_os_type(os_type: int) -> None:
+    if not 0 <= os_type <= MAX_OS_TYPE:
+        raise BusinessError(
+            3028, "INVALID_PARAM", f"OsType must be between 0 and {MAX_OS_TYPE}, got {os_type}"
+        )
 
 
 def _hash_secret(secret: str) -> str:
@@ -116,6 +126,7 @@ class Devices:
         third_token: str | None,
         extra: dict[str, Any],
     ) -> None:
+        _check_os_type(os_type)
         if third_channel is not None and third_channel not in THIRD_CHANNELS:
             raise BusinessError(
                 3028,
@@ -159,6 +170,7 @@ class Devices:
         """
         if not user_id.strip():
             raise BusinessError(3012, "NEED_USERID", "UserId is required")
+        _check_os_type(os_type)
         if len(user_id) > 128:
             raise BusinessError(3028, "INVALID_PARAM", "UserId is longer than 128 characters")
         if phone is not None and len(phone) > MAX_PHONE_CHARS:
@@ -200,6 +212,9 @@ class Devices:
                         Delivery.device_pk.is_(None),
                         Delivery.final.is_(False),
                         Delivery.expires_at > now,
+                        # not those held for review (status -1): approval sends them
+                        Delivery.status_channel == NO_BIND_INFO.channel.value,
+                        Delivery.code == NO_BIND_INFO.code,
                     )
                     .order_by(Delivery.id)
                 )
@@ -242,6 +257,15 @@ class Devices:
             result = await session.execute(
                 delete(Binding).where(Binding.device_pk == device.id, Binding.user_id == user_id)
             )
+            left = await session.scalar(
+                select(func.count()).select_from(Binding).where(Binding.device_pk == device.id)
+            )
+            if not left:  # a broadcast's audience of unbound devices counts from here
+                await session.execute(
+                    update(Device)
+                    .where(Device.id == device.id)
+                    .values(unbound_at=datetime.now(UTC))
+                )
         return bool(getattr(result, "rowcount", 0))
 
     async def state(self, app_pk: int, target: str, target_type: int | None) -> DeviceState:

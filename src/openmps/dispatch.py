@@ -59,6 +59,10 @@ class Dispatcher:
     def is_online(self, device_pk: int) -> bool:
         return self._hub.is_online(device_pk)
 
+    def online_devices(self) -> list[int]:
+        """The devices connected to this process."""
+        return [link.device_pk for link in self._hub.links()]
+
     def submit(self, jobs: Iterable[AnyJob]) -> None:
         to_vendors: list[VendorJob] = []
         for job in jobs:

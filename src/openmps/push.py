@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 
+from openmps.broadcast import BROADCAST_TARGET, PERIODS, PLATFORMS, expand, replay
 from openmps.channels.base import Outbound
 from openmps.dispatch import AnyJob, Dispatcher, Job, message_body, message_frame
 from openmps.errors import BusinessError
@@ -30,6 +33,7 @@ MAX_PAYLOAD_BYTES = 4096  # title + content + extras as sent to a device: 3050 b
 MAX_ID_CHARS = 128  # a target or msgKey
 REVOKE_WINDOW = timedelta(days=7)  # reference 5.3
 INTAKE_BATCH = 256  # most pushes committed in one transaction
+ONLINE_CHUNK = 5000  # device pks per query when reading what connected devices have pending
 # DeliveryType values (reference 4.1 note b) and which of them openmps carries today.
 DELIVERY_TYPES = {
     1: "android",
@@ -219,6 +223,72 @@ def validate(req: PushRequest, *, max_expired_seconds: int) -> _Validated:
     )
 
 
+@dataclass(frozen=True)
+class _ValidatedBroadcast:
+    delivery_type: int
+    msg_key: str
+    expired_seconds: int
+    payload: dict[str, Any]
+    audience: dict[str, Any]
+    task_name: str | None
+    template_name: str | None
+
+
+def validate_broadcast(req: BroadcastRequest, *, max_expired_seconds: int) -> _ValidatedBroadcast:
+    """Check a broadcast against the rules of reference 4.5; raises BusinessError."""
+    if req.delivery_type == 3:
+        raise BusinessError(
+            3030,
+            "BROADCAST_ONLY_SUPPORT_BY_DEVICE",
+            "a broadcast goes to devices, not users: DeliveryType 1 (Android) or 2 (iOS)",
+        )
+    if req.delivery_type not in PLATFORMS:
+        known = DELIVERY_TYPES.get(req.delivery_type or 0)
+        shown = "is required" if req.delivery_type is None else f"{req.delivery_type} "
+        if req.delivery_type is not None:
+            shown += f"({known}) is not supported yet" if known else "is unknown"
+        raise BusinessError(
+            3009,
+            "DELIVERY_TYPE_NOT_SUPPORTED",
+            f"DeliveryType {shown}; a broadcast takes 1 (Android) or 2 (iOS)",
+        )
+    _check_expiry(req.expired_seconds, max_expired_seconds)
+    if not req.msg_key or not req.msg_key.strip():
+        raise BusinessError(3028, "INVALID_PARAM", "Msgkey is required")
+    _check_ids("Msgkey", BROADCAST_TARGET, req.msg_key)
+    _check_extras(req.extras)
+    _check_options(req)
+    choices = (
+        ("PushStatus", req.push_status, (0, 1, 2)),
+        ("BindPeriod", req.bind_period, tuple(PERIODS)),
+        ("UnBindPeriod", req.unbind_period, tuple(PERIODS)),
+        ("AndroidChannel", req.android_channel, (1, 2)),
+    )
+    for name, value, allowed in choices:
+        if value is not None and value not in allowed:
+            shown = ", ".join(map(str, allowed))
+            raise BusinessError(
+                3028, "INVALID_PARAM", f"{name} must be one of {shown}, got {value}"
+            )
+    payload = _payload(req, req.title, req.content, dict(req.extras or {}), req.uri)
+    audience = {
+        "platform": PLATFORMS[req.delivery_type],
+        "push_status": req.push_status or 0,
+        "bind_period": req.bind_period or 4,
+        "unbind_period": req.unbind_period or 4,
+        "android_channel": req.android_channel or 2,
+    }
+    return _ValidatedBroadcast(
+        req.delivery_type,
+        req.msg_key,
+        req.expired_seconds or 0,
+        payload,
+        audience,
+        req.task_name or None,
+        req.template_name,
+    )
+
+
 def _check_expiry(expired_seconds: int | None, maximum: int) -> None:
     if expired_seconds is None or expired_seconds <= 0:
         raise BusinessError(
@@ -327,6 +397,10 @@ class Pushes:
         await self._intake_task
         self._intake_task = None
 
+    @property
+    def queued(self) -> int:
+        return self._intake.qsize()  # pushes waiting for the intake writer (for /metrics)
+
     def validate(self, req: PushRequest) -> None:
         """Refuse a push that breaks a rule (BusinessError), without storing anything."""
         validate(req, max_expired_seconds=self._max_expired_seconds)
@@ -355,12 +429,6 @@ class Pushes:
         )
         self._dispatcher.submit(jobs)
         return task_id
-
-    async def broadcast(
-        self, app_pk: int, req: BroadcastRequest, *, schedule_id: str | None = None
-    ) -> int:
-        """Validate, expand to every matching device in bulk, store, dispatch; the task id."""
-        raise BusinessError(3028, "INVALID_PARAM", "PushBroadcast is being built")
 
     async def _intake_loop(self) -> None:
         stopping = False
@@ -632,99 +700,168 @@ class Pushes:
             )
         return out
 
+    async def message_status(
+        self, app_pk: int, msg_key: str, target: str
+    ) -> tuple[Message, list[StatusRow]] | None:
+        """One message of the app (its msgKey and target) and a row per delivery of it, or
+        None if the app has no such message. The rows are those ``task_status`` gives."""
+        async with self._store.session() as session:
+            message = await session.scalar(
+                select(Message).where(
+                    Message.app_pk == app_pk, Message.msg_key == msg_key, Message.target == target
+                )
+            )
+        if message is None:
+            return None
+        rows = await self.task_status(message.task_pk, app_pk=app_pk) or []
+        return message, [r for r in rows if r.msg_key == msg_key and r.target == target]
+
     async def pending(self, device_pk: int) -> list[Job]:
         """What the device should get on connect: valid, unrevoked, unacked; oldest first."""
         now = datetime.now(UTC)
         async with self._store.session() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        Delivery.id,
-                        Message.msg_key,
-                        Message.task_pk,
-                        Message.payload,
-                        Message.expires_at,
-                    )
-                    .join(Message, Message.id == Delivery.message_pk)
-                    .where(
-                        Delivery.device_pk == device_pk,
-                        Delivery.route == ROUTE_OWN,
-                        Delivery.final.is_(False),
-                        Delivery.expires_at > now,
-                        Message.revoked_at.is_(None),
-                    )
-                    .order_by(Delivery.id)
-                )
-            ).all()
-        return [
-            Job(
-                d_id,
-                device_pk,
-                message_frame(
-                    d_id,
-                    message_body(
-                        payload,
-                        msg_key=key,
-                        task_id=task_pk,
-                        expires_ms=int(expires_at.timestamp() * 1000),
-                    ),
-                ),
+            return await own_jobs(
+                session, Delivery.device_pk == device_pk, Delivery.expires_at > now
             )
-            for d_id, key, task_pk, payload, expires_at in rows
-        ]
 
     async def vendor_pending(self) -> list[VendorJob]:
         """Every non-final vendor delivery still valid: what a restart sends again."""
         now = datetime.now(UTC)
         async with self._store.session() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        Delivery.id,
-                        Delivery.route,
-                        Delivery.device_pk,
-                        Delivery.attempts,
-                        Device.third_token,
-                        Message.app_pk,
-                        Message.msg_key,
-                        Message.task_pk,
-                        Message.payload,
-                        Message.expires_at,
-                    )
-                    .join(Message, Message.id == Delivery.message_pk)
-                    .join(Device, Device.id == Delivery.device_pk)
-                    .where(
-                        Delivery.route != ROUTE_OWN,
-                        Delivery.final.is_(False),
-                        Delivery.expires_at > now,
-                        Message.revoked_at.is_(None),
-                    )
-                    .order_by(Delivery.id)
+            return await vendor_jobs(session, Delivery.expires_at > now)
+
+    def _route(self, device: DeviceRoute, *, policy: str, configured: frozenset[str]) -> str:
+        online = self._dispatcher.is_online(device.device_pk)
+        return choose_route(device, policy=policy, configured=configured, online=online)
+
+    async def dispatch_task(self, task_pk: int) -> int:
+        """Send what a stored task has pending: to its devices connected here, and through the
+        vendors. Devices not connected get theirs when they connect. Returns the jobs made.
+
+        Used where a task's deliveries were written without jobs: a broadcast (expanded in
+        bulk) and an approved review. Reads only the deliveries of connected devices, so a
+        broadcast to a million devices with fifty thousand online reads fifty thousand rows.
+        """
+        now = datetime.now(UTC)
+        online = sorted(self._dispatcher.online_devices())
+        valid = (Message.task_pk == task_pk, Delivery.expires_at > now)
+        jobs: list[AnyJob] = []
+        async with self._store.session() as session:
+            for at in range(0, len(online), ONLINE_CHUNK):
+                chunk = online[at : at + ONLINE_CHUNK]
+                jobs.extend(await own_jobs(session, *valid, Delivery.device_pk.in_(chunk)))
+            jobs.extend(await vendor_jobs(session, *valid))
+        self._dispatcher.submit(jobs)
+        return len(jobs)
+
+    async def revoke_task(self, app_pk: int, task_id: int) -> int:
+        """Revoke every message of a task (RevokePushTask); returns the deliveries it stopped."""
+        now = datetime.now(UTC)
+        async with self._store.write() as session:
+            task = await session.get(Task, task_id)
+            if task is None or task.app_pk != app_pk:
+                raise BusinessError(3028, "INVALID_PARAM", f"this app has no task {task_id}")
+            if task.created_at < now - REVOKE_WINDOW:
+                raise BusinessError(
+                    3028, "INVALID_PARAM", "only tasks of the last 7 days can be revoked"
                 )
-            ).all()
-        return [
-            VendorJob(
-                app_pk,
-                route,
-                device_pk,
-                outbound(
-                    d_id, token or "", payload, msg_key=key, task_id=task_pk, expires_at=expires_at
-                ),
-                attempts=attempts,
+            messages = select(Message.id).where(Message.task_pk == task_id).scalar_subquery()
+            await session.execute(
+                update(Message)
+                .where(Message.task_pk == task_id, Message.revoked_at.is_(None))
+                .values(revoked_at=now)
             )
-            for (
-                d_id,
-                route,
-                device_pk,
-                attempts,
-                token,
+            result = await session.execute(
+                update(Delivery)
+                .where(Delivery.message_pk.in_(messages), Delivery.final.is_(False))
+                .values(final=True, detail="revoked", updated_at=now)
+            )
+            online = sorted(self._dispatcher.online_devices())
+            sent: list[tuple[int, int]] = []
+            for at in range(0, len(online), ONLINE_CHUNK):
+                rows = await session.execute(
+                    select(Delivery.device_pk, Delivery.id).where(
+                        Delivery.message_pk.in_(messages),
+                        Delivery.device_pk.in_(online[at : at + ONLINE_CHUNK]),
+                    )
+                )
+                sent.extend((d, i) for d, i in rows.all() if d is not None)
+        self._dispatcher.revoke(sent)
+        stopped = int(getattr(result, "rowcount", 0) or 0)
+        logger.info("task revoked: task=%d deliveries_stopped=%d", task_id, stopped)
+        return stopped
+
+    async def broadcast(
+        self, app_pk: int, req: BroadcastRequest, *, schedule_id: str | None = None
+    ) -> int:
+        """Store a broadcast and its deliveries in one transaction, then dispatch; the task id.
+
+        Targets are expanded in bulk by the store (openmps.broadcast): one INSERT ... SELECT
+        for devices without a vendor token, batched inserts for the rest, never a row at a
+        time. An exact repeat (same Msgkey, message and audience) answers the first task id.
+        """
+        v = validate_broadcast(req, max_expired_seconds=self._max_expired_seconds)
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=v.expired_seconds)
+        policy, configured = await self._vendors.routing(app_pk)
+        async with self._store.write() as session:
+            first = await replay(session, app_pk, v.msg_key, v.payload, v.audience)
+            if first is not None:
+                return first
+            held = needs_review((await review_rules(session, [app_pk]))[app_pk], "broadcast")
+            task_pk = await session.scalar(
+                insert(Task).returning(Task.id),
+                {
+                    "request_id": uuid.uuid4().hex,
+                    "app_pk": app_pk,
+                    "kind": "broadcast",
+                    "task_name": v.task_name,
+                    "delivery_type": v.delivery_type,
+                    "created_at": now,
+                    "expires_at": expires,
+                    "template_name": v.template_name,
+                    "review": REVIEW_PENDING if held else None,
+                    "schedule_id": schedule_id,
+                    "audience": v.audience,
+                },
+            )
+            assert task_pk is not None
+            message_pk = await session.scalar(
+                insert(Message).returning(Message.id),
+                {
+                    "task_pk": task_pk,
+                    "app_pk": app_pk,
+                    "msg_key": v.msg_key,
+                    "target": BROADCAST_TARGET,
+                    "delivery_type": v.delivery_type,
+                    "payload": v.payload,
+                    "created_at": now,
+                    "expires_at": expires,
+                },
+            )
+            assert message_pk is not None
+            targets = await expand(
+                session,
                 app_pk,
-                key,
-                task_pk,
-                payload,
-                expires_at,
-            ) in rows
-        ]
+                v.audience,
+                message_pk=message_pk,
+                status=WAITING_FOR_VERIFY if held else DEVICE_NOT_ONLINE,
+                expires=expires,
+                now=now,
+                route=partial(self._route, policy=policy, configured=configured),
+            )
+        expanded_s = time.monotonic() - started
+        sent = 0 if held else await self.dispatch_task(task_pk)
+        logger.info(
+            "broadcast accepted: task=%d devices=%d held=%s sent_now=%d expand_s=%.2f",
+            task_pk,
+            targets,
+            held,
+            sent,
+            expanded_s,
+        )
+        return int(task_pk)
 
     async def expire(self) -> int:
         """Make every delivery whose message ran out of validity final; returns how many."""
@@ -889,6 +1026,90 @@ def _delivery_rows(
             "final": True,
             "detail": detail,
         }
+    ]
+
+
+# A delivery held for review (status -1 of the common channel) is neither sent nor resent.
+NOT_HELD = or_(
+    Delivery.status_channel != WAITING_FOR_VERIFY.channel.value,
+    Delivery.code != WAITING_FOR_VERIFY.code,
+)
+
+
+async def own_jobs(session: Any, *where: Any) -> list[Job]:
+    """Own-channel jobs for the pending deliveries that match ``where``; oldest first."""
+    rows = (
+        await session.execute(
+            select(
+                Delivery.id,
+                Delivery.device_pk,
+                Message.id,
+                Message.msg_key,
+                Message.task_pk,
+                Message.payload,
+                Message.expires_at,
+            )
+            .join(Message, Message.id == Delivery.message_pk)
+            .where(
+                Delivery.route == ROUTE_OWN,
+                Delivery.final.is_(False),
+                Delivery.device_pk.is_not(None),
+                Message.revoked_at.is_(None),
+                NOT_HELD,
+                *where,
+            )
+            .order_by(Delivery.id)
+        )
+    ).all()
+    bodies: dict[int, str] = {}  # message pk -> body: a broadcast has one message
+    jobs = []
+    for d_id, device_pk, message_pk, key, task_pk, payload, expires_at in rows:
+        body = bodies.get(message_pk)
+        if body is None:
+            body = bodies[message_pk] = message_body(
+                payload, msg_key=key, task_id=task_pk, expires_ms=int(expires_at.timestamp() * 1000)
+            )
+        jobs.append(Job(d_id, device_pk, message_frame(d_id, body)))
+    return jobs
+
+
+async def vendor_jobs(session: Any, *where: Any) -> list[VendorJob]:
+    """Vendor-channel jobs for the pending deliveries that match ``where``; oldest first."""
+    rows = (
+        await session.execute(
+            select(
+                Delivery.id,
+                Delivery.route,
+                Delivery.device_pk,
+                Delivery.attempts,
+                Device.third_token,
+                Message.app_pk,
+                Message.msg_key,
+                Message.task_pk,
+                Message.payload,
+                Message.expires_at,
+            )
+            .join(Message, Message.id == Delivery.message_pk)
+            .join(Device, Device.id == Delivery.device_pk)
+            .where(
+                Delivery.route != ROUTE_OWN,
+                Delivery.final.is_(False),
+                Message.revoked_at.is_(None),
+                NOT_HELD,
+                *where,
+            )
+            .order_by(Delivery.id)
+        )
+    ).all()
+    return [
+        VendorJob(
+            app_pk,
+            route,
+            device_pk,
+            outbound(d_id, token or "", payload, msg_key=key, task_id=task_pk, expires_at=expires),
+            attempts=attempts,
+        )
+        for d_id, route, device_pk, attempts, token, app_pk, key, task_pk, payload, expires in rows
     ]
 
 

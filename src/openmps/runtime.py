@@ -8,17 +8,21 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from openmps.analytics import Analytics
 from openmps.apps import AppCredentials, KeyRing, count_apps, create_app
 from openmps.devices import Devices
 from openmps.dispatch import Dispatcher
-from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
 from openmps.gateway.server import Gateway
+from openmps.metrics import Metrics
 from openmps.mps.signature import NonceCache
 from openmps.push import BroadcastRequest, Pushes, PushRequest
+from openmps.review import Reviews
+from openmps.scheduler import Scheduler
 from openmps.settings import Settings
 from openmps.statuswriter import StatusWriter
 from openmps.store import Store
+from openmps.templates import Templates
 from openmps.vendor_dispatch import VendorDispatcher
 from openmps.vendors import VendorSettings
 
@@ -56,6 +60,15 @@ class Runtime:
             self.vendor_settings,
             max_expired_seconds=settings.max_expired_seconds,
         )
+        self.reviews = Reviews(store, self.pushes)
+        self.scheduler = Scheduler(
+            store,
+            self.pushes,
+            default_zone=settings.schedule_time_zone,
+            max_expired_seconds=settings.max_expired_seconds,
+        )
+        self.templates = Templates(store)
+        self.analytics = Analytics(store, time_zone=settings.schedule_time_zone)
         self.gateway = Gateway(
             hub=self.hub,
             devices=self.devices,
@@ -69,6 +82,9 @@ class Runtime:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.gateway_port: int | None = None
+        self.started = False  # start() finished: intake running, gateway listening
+        self.stopping = False  # a stop was asked for (signal or stop()); /readyz answers 503
+        self.metrics = Metrics(self)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -83,15 +99,13 @@ class Runtime:
         """Accept a push from either front door; returns what ``PushResult.Data`` carries:
         the task id of an immediate push, the job id of a scheduled or cyclic one."""
         if request.strategy_type not in (None, 0):
-            raise BusinessError(
-                3028,
-                "INVALID_PARAM",
-                "StrategyType 1 and 2 (scheduled and cyclic pushes) are not supported yet; "
-                "omit StrategyType or send 0",
-            )
+            return await self.scheduler.schedule(app_pk, request)
         if isinstance(request, BroadcastRequest):
-            return str(await self.pushes.broadcast(app_pk, request))
-        return str(await self.pushes.push(app_pk, request))
+            answer, kind = await self.pushes.broadcast(app_pk, request), "broadcast"
+        else:
+            answer, kind = await self.pushes.push(app_pk, request), request.kind
+        self.metrics.pushes_accepted.labels(kind).inc()
+        return str(answer)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -116,13 +130,17 @@ class Runtime:
         if resumed:
             logger.info("resumed %d vendor deliveries", len(resumed))
         self.pushes.start()
+        await self.scheduler.start()
         self.spawn(self._sweep(), "expiry-sweeper")
         self.gateway_port = await self.gateway.start(
             self.settings.gateway_host, self.settings.gateway_port
         )
+        self.started = True
 
     async def stop(self) -> None:
         # Stop taking device traffic, then write what the devices told us, then close.
+        self.stopping = True
+        await self.scheduler.stop()
         await self.gateway.stop()
         await self.pushes.stop()
         await self.vendor_dispatcher.stop()
@@ -138,5 +156,6 @@ class Runtime:
             await asyncio.sleep(EXPIRY_SWEEP_S)
             try:
                 await self.pushes.expire()
+                await self.reviews.release_approving()
             except Exception:
                 logger.exception("expiry sweep failed; trying again in %.0fs", EXPIRY_SWEEP_S)

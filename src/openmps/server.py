@@ -8,13 +8,13 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Generator
 
 import uvicorn
 
 from openmps.apps import AppCredentials
 from openmps.errors import ConfigError
+from openmps.logs import configure_logging
 from openmps.runtime import Runtime
 from openmps.settings import Settings
 from openmps.web import build_app
@@ -26,8 +26,13 @@ class _Server(uvicorn.Server):
     """uvicorn, except that SIGINT and SIGTERM only ask it to stop.
 
     uvicorn re-raises a captured signal once ``serve()`` returns, which kills the process
-    before the runtime can write waiting acks and close the store.
+    before the runtime can write waiting acks and close the store. The first signal also marks
+    the runtime as stopping, so ``/readyz`` answers 503 from then on.
     """
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -44,6 +49,7 @@ class _Server(uvicorn.Server):
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True  # a second Ctrl-C: stop without waiting for requests
         self.should_exit = True
+        self.runtime.stopping = True
 
 
 def _banner(settings: Settings, gateway_port: int) -> str:
@@ -108,9 +114,10 @@ async def serve(settings: Settings) -> None:
         lifespan="off",
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through our handler, in our format
         loop="none",
     )
-    server = _Server(config)
+    server = _Server(config, runtime)
     print(_banner(settings, runtime.gateway_port), flush=True)
     try:
         await server.serve(sockets=[api_socket])
@@ -119,12 +126,7 @@ async def serve(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings.log_format, settings.log_level)
     try:
         import uvloop
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -55,14 +56,44 @@ class Settings(BaseSettings):
     vendor_backoff_base_s: float = Field(1.0, gt=0, description="first retry's longest wait")
     vendor_backoff_max_s: float = Field(300.0, gt=0, description="longest wait between retries")
 
+    # Logs (on stderr)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="the least severe level written"
+    )
+
     # Status writer
     status_flush_interval_s: float = Field(0.05, gt=0, description="longest wait before flush")
     status_flush_max: int = Field(2000, gt=0, description="status changes per transaction")
+
+    # Scheduler
+    schedule_time_zone: str = Field(
+        "Asia/Shanghai",
+        description="IANA zone of a cyclic push's `time` when its StrategyContent has no timeZone",
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("schedule_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                "not an IANA time zone name (such as Asia/Shanghai, Europe/Berlin or UTC)"
+            ) from None
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -1,10 +1,11 @@
-"""Coalesces status changes from devices (acks, opens) and writes them in batches.
+"""Coalesces status changes and receipts from devices and writes them in batches.
 
 One ack is one small UPDATE; a broadcast brings a flood of them. The writer keeps the changes
-in memory and flushes them in one transaction every ``flush_interval_s`` or as soon as
-``flush_max`` are waiting. An ack that is waiting and not yet written is lost if the process
-dies: the delivery then stays pending and is sent again on reconnect (at least once), which the
-device SDK deduplicates.
+(acks, "opened" and "ignored" receipts, the first write of a message to a device's socket,
+vendor outcomes) in memory and flushes them in one transaction every ``flush_interval_s`` or as
+soon as ``flush_max`` of one kind are waiting. An ack that is waiting and not yet written is
+lost if the process dies: the delivery then stays pending and is sent again on reconnect (at
+least once), which the device SDK deduplicates. A lost receipt is only missing from analytics.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, func, update
 
 from openmps.statuses import ACKED
 from openmps.store import Delivery, Device, Store
+from openmps.store.models import UTCDateTime
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ class StatusWriter:
         # delivery must not displace that device's own ack waiting in the same batch.
         self._acks: dict[tuple[int, int], datetime] = {}
         self._opens: dict[tuple[int, int], datetime] = {}  # same, for "opened" receipts
+        self._ignores: dict[tuple[int, int], datetime] = {}  # same, for "ignored" receipts
+        # Same key: when the own channel first wrote the message to the device's socket.
+        self._sent: dict[tuple[int, int], datetime] = {}
         self._seen: dict[int, datetime] = {}  # device pk -> when it last connected
         # delivery id -> (status channel, code, final, detail, attempts, at): vendor outcomes
         self._outcomes: dict[int, tuple[str, int, bool, str | None, int, datetime]] = {}
@@ -42,7 +47,8 @@ class StatusWriter:
         self._wake = asyncio.Event()  # set when flush_max is reached or on stop
         self._task: asyncio.Task[None] | None = None  # the flush loop
         self._stopping = False
-        self.written = 0  # status changes written since start (for tests and metrics)
+        # Status changes and receipts (not sent_at) written since start (tests and metrics).
+        self.written = 0
 
     def ack(self, delivery_id: int, device_pk: int) -> None:
         """Record that ``device_pk`` acked ``delivery_id``; the write checks ownership."""
@@ -51,9 +57,25 @@ class StatusWriter:
             self._wake.set()
 
     def opened(self, delivery_id: int, device_pk: int) -> None:
+        """Record that the user opened the notification (``deliveries.opened_at``)."""
         self._opens.setdefault((delivery_id, device_pk), datetime.now(UTC))
         if len(self._opens) >= self._flush_max:
             self._wake.set()
+
+    def ignored(self, delivery_id: int, device_pk: int) -> None:
+        """Record that the user dismissed the notification (``deliveries.ignored_at``)."""
+        self._ignores.setdefault((delivery_id, device_pk), datetime.now(UTC))
+        if len(self._ignores) >= self._flush_max:
+            self._wake.set()
+
+    def sent(self, delivery_id: int, device_pk: int) -> None:
+        """Record that the own channel wrote the message to the device's socket; only the
+        first time is kept (``deliveries.sent_at``). Called once per message frame sent."""
+        key = (delivery_id, device_pk)
+        if key not in self._sent:
+            self._sent[key] = datetime.now(UTC)
+            if len(self._sent) >= self._flush_max:
+                self._wake.set()
 
     def record(
         self,
@@ -110,11 +132,16 @@ class StatusWriter:
         """Write what is waiting in one transaction; on failure the changes are kept."""
         acks, self._acks = self._acks, {}
         opens, self._opens = self._opens, {}
+        ignores, self._ignores = self._ignores, {}
+        sent, self._sent = self._sent, {}
         seen, self._seen = self._seen, {}
         outcomes, self._outcomes = self._outcomes, {}
         dropped, self._dropped = self._dropped, {}
-        if not acks and not opens and not seen and not outcomes and not dropped:
+        if not (acks or opens or ignores or sent or seen or outcomes or dropped):
             return
+        # A message sent and acked within one batch (the usual case on a live link) gets its
+        # sent_at from the ack's UPDATE: one statement per delivery, not two.
+        sent_alone = {key: at for key, at in sent.items() if key not in acks}
         try:
             async with self._store.write() as session:
                 if acks:
@@ -132,20 +159,34 @@ class StatusWriter:
                             detail=None,
                             acked_at=bindparam("b_at"),
                             updated_at=bindparam("b_at"),
+                            sent_at=func.coalesce(
+                                _DELIVERIES.c.sent_at, bindparam("b_sent", type_=UTCDateTime())
+                            ),
                         ),
-                        [{"b_id": k, "b_device": d, "b_at": at} for (k, d), at in acks.items()],
+                        [
+                            {"b_id": k, "b_device": d, "b_at": at, "b_sent": sent.get((k, d))}
+                            for (k, d), at in acks.items()
+                        ],
                     )
-                if opens:
-                    await session.execute(
-                        update(_DELIVERIES)
-                        .where(
-                            _DELIVERIES.c.id == bindparam("b_id"),
-                            _DELIVERIES.c.device_pk == bindparam("b_device"),
-                            _DELIVERIES.c.opened_at.is_(None),
+                for column, receipts in (
+                    (_DELIVERIES.c.opened_at, opens),
+                    (_DELIVERIES.c.ignored_at, ignores),
+                    (_DELIVERIES.c.sent_at, sent_alone),
+                ):
+                    if receipts:
+                        await session.execute(
+                            update(_DELIVERIES)
+                            .where(
+                                _DELIVERIES.c.id == bindparam("b_id"),
+                                _DELIVERIES.c.device_pk == bindparam("b_device"),
+                                column.is_(None),
+                            )
+                            .values({column: bindparam("b_at")}),
+                            [
+                                {"b_id": k, "b_device": d, "b_at": at}
+                                for (k, d), at in receipts.items()
+                            ],
                         )
-                        .values(opened_at=bindparam("b_at")),
-                        [{"b_id": k, "b_device": d, "b_at": at} for (k, d), at in opens.items()],
-                    )
                 if seen:
                     await session.execute(
                         update(_DEVICES)
@@ -199,8 +240,19 @@ class StatusWriter:
                 self._seen.setdefault(device_pk, at)
             for key, value in acks.items():
                 self._acks.setdefault(key, value)
-            for key, value in opens.items():
-                self._opens.setdefault(key, value)
+            for kept, failed in (
+                (self._opens, opens),
+                (self._ignores, ignores),
+                (self._sent, sent),
+            ):
+                for key, value in failed.items():
+                    kept.setdefault(key, value)
             raise
-        self.written += len(acks) + len(opens) + len(outcomes)
-        logger.debug("status flush: %d acks, %d opens", len(acks), len(opens))
+        self.written += len(acks) + len(opens) + len(ignores) + len(outcomes)
+        logger.debug(
+            "status flush: %d acks, %d opens, %d ignores, %d sent",
+            len(acks),
+            len(opens),
+            len(ignores),
+            len(sent),
+        )

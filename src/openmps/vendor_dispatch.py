@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, VendorChannel
 from openmps.channels.registry import channel_class
 from openmps.errors import ConfigError
+from openmps.metrics import VendorMetrics
 from openmps.statuses import ACKED, DEVICE_NOT_ONLINE, NONE, Status
 from openmps.statuswriter import StatusWriter
 
@@ -78,6 +79,7 @@ class VendorDispatcher:
         self._timers: set[asyncio.TimerHandle] = set()  # retries waiting for their time
         self._closing: set[asyncio.Task[None]] = set()  # replaced channels being closed
         self.sent = 0  # deliveries handed to vendors since start
+        self.metrics = VendorMetrics()  # call durations and final outcomes, for /metrics
 
     def start(self) -> None:
         self._workers = [
@@ -97,6 +99,16 @@ class VendorDispatcher:
         left = sum(len(q) for q in self._waiting.values())
         if left:
             logger.info("vendor dispatch stopped: %d deliveries handed back to the store", left)
+
+    @property
+    def queued(self) -> int:
+        """Deliveries waiting for a worker (not those waiting for a retry's time)."""
+        return sum(len(queue) for queue in self._waiting.values())
+
+    @property
+    def retrying(self) -> int:
+        """Deliveries waiting for the time of their next attempt."""
+        return len(self._timers)
 
     def forget_channel(self, app_pk: int, vendor: str) -> None:
         """Drop a cached channel so new settings take effect on the next send."""
@@ -171,6 +183,7 @@ class VendorDispatcher:
                 live.append(job)
         if not live:
             return
+        started = time.perf_counter()
         try:
             outcomes = await channel.send([job.outbound for job in live])
         except Exception:
@@ -179,6 +192,9 @@ class VendorDispatcher:
             for job in live:
                 self._retry(replace(job, attempts=job.attempts + 1), None, NONE, "channel error")
             return
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.request_seconds.labels(channel.name).observe(elapsed)
         self.sent += len(live)
         by_id = {o.delivery_id: o for o in outcomes}
         for job in live:
@@ -236,6 +252,8 @@ class VendorDispatcher:
         self._timers.add(timer)
 
     def _record(self, job: VendorJob, status: Status, *, final: bool, detail: str | None) -> None:
+        if final:
+            self.metrics.deliveries.labels(job.vendor, status.channel.value, str(status.code)).inc()
         self._writer.record(
             job.outbound.delivery_id,
             status_channel=status.channel.value,

@@ -2,7 +2,9 @@
 
 A link starts SYNCING: pending messages are read from the store and sent first, oldest first;
 live messages offered meanwhile wait in the outbox and follow, without those already sent.
-Then the link is LIVE and offered frames go out at once. Nothing here touches the store.
+Then the link is LIVE and offered frames go out at once. Nothing here touches the store: a link
+reports each message frame it wrote through its ``on_sent`` callback (the gateway hands it the
+status writer's ``sent``, which only notes the time in memory).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
@@ -32,11 +34,20 @@ class LinkState(enum.Enum):
 class Link:
     """One connected device: its socket and the frames waiting to go out on it, in order."""
 
-    __slots__ = ("_flushing", "_outbox", "device_pk", "sender", "state")
+    __slots__ = ("_flushing", "_on_sent", "_outbox", "device_pk", "sender", "state")
 
-    def __init__(self, device_pk: int, sender: Sender) -> None:
+    def __init__(
+        self,
+        device_pk: int,
+        sender: Sender,
+        *,
+        on_sent: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.device_pk = device_pk  # which device this link belongs to
         self.sender = sender  # where frames are written
+        # Called with (delivery id, device pk) after a message frame was written; not for
+        # revoke frames (offered with the negated delivery id). None: nobody is told.
+        self._on_sent = on_sent
         self.state = LinkState.SYNCING  # see the module docstring
         self._outbox: deque[tuple[int, str]] | None = None  # (delivery id, frame) not yet sent
         self._flushing = False  # a flush task is running for this link
@@ -66,6 +77,8 @@ class Link:
                 if delivery_id in skip:
                     continue
                 await self.sender.send(frame)
+                if delivery_id > 0 and self._on_sent is not None:
+                    self._on_sent(delivery_id, self.device_pk)
         except Exception as exc:  # the link broke; pending messages go out on reconnect
             logger.debug("send to device %d failed: %r", self.device_pk, exc)
             self.state = LinkState.CLOSED

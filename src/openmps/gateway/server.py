@@ -28,7 +28,8 @@ HELLO_TIMEOUT_S = 10.0
 MAX_ACK_IDS = 256
 PATHS = frozenset({"/v1", "/v1/"})  # where the gateway speaks protocol v1; others get 404
 WRONG_PATH_TEXT = "openmps device gateway: connect to /v1\n"
-BAD_ID_TEXT = "delivery ids (ack ids, opened id) are strings of digits"
+BAD_ID_TEXT = "delivery ids (ack ids, opened and ignored ids) are strings of digits"
+_DEVICE_FRAMES = frozenset({"ack", "opened", "ignored", "ping"})  # what a device may send
 
 
 class _Close(Exception):
@@ -135,7 +136,7 @@ class Gateway:
         received = 0
         try:
             device_pk = await self._hello(ws)
-            link = Link(device_pk, ws)
+            link = Link(device_pk, ws, on_sent=self._writer.sent)
             replaced = self.hub.attach(link)
             if replaced is not None:
                 self._spawn(_close_replaced(replaced))
@@ -155,6 +156,7 @@ class Gateway:
             ]
             for job in pending:
                 await ws.send(job.frame)
+                self._writer.sent(job.delivery_id, device_pk)
             await link.go_live(j.delivery_id for j in pending)
             logger.info("device connected: device=%d pending=%d", device_pk, len(pending))
             self._writer.seen(device_pk)
@@ -202,8 +204,10 @@ class Gateway:
     async def _handle(self, ws: ServerConnection, device_pk: int, raw: str | bytes) -> None:
         frame = _parse(raw)
         kind = frame.get("type") if frame is not None else None
-        if frame is None or kind not in ("ack", "opened", "ping"):
-            raise _Close(4004, "bad_frame", "frames are JSON objects of type ack, opened or ping")
+        if frame is None or kind not in _DEVICE_FRAMES:
+            raise _Close(
+                4004, "bad_frame", "frames are JSON objects of type ack, opened, ignored or ping"
+            )
         if kind == "ping":
             await ws.send('{"type":"pong"}')
         elif kind == "ack":
@@ -217,13 +221,17 @@ class Gateway:
                 parsed = _delivery_id(delivery_id)
                 if parsed is not None:
                     self._writer.ack(parsed, device_pk)
-        else:
+        else:  # a receipt: "opened" or "ignored", one delivery id each
             value = frame.get("id")
             if not _is_id(value):
                 raise _Close(4004, "bad_frame", BAD_ID_TEXT)
             parsed = _delivery_id(value)
-            if parsed is not None:
+            if parsed is None:
+                return
+            if kind == "opened":
                 self._writer.opened(parsed, device_pk)
+            else:
+                self._writer.ignored(parsed, device_pk)
 
 
 def _check_path(connection: ServerConnection, request: Request) -> Response | None:

@@ -3,8 +3,12 @@ action's answer is named by its family (openmps.mps.call)."""
 
 from __future__ import annotations
 
+from openmps.errors import BusinessError
+from openmps.mps.analytics_actions import HANDLERS as ANALYTICS_HANDLERS
 from openmps.mps.call import Call, Handler, app_of
 from openmps.mps.form import get_int, get_str, json_map
+from openmps.mps.schedule_actions import HANDLERS as SCHEDULE_HANDLERS
+from openmps.mps.template_actions import HANDLERS as TEMPLATE_HANDLERS
 from openmps.push import MAX_EXTENDED_PARAMS, PushRequest
 
 # Every MPS action of the OpenAPI (reference 3); those without a handler answer "not supported".
@@ -112,6 +116,16 @@ async def revoke_push_message(call: Call) -> str:
     return str(stopped)
 
 
+async def revoke_push_task(call: Call) -> str:
+    app_pk = app_of(call)
+    task_id = get_str(call.form, "TaskId", required=True)
+    assert task_id is not None
+    if not task_id.isdigit() or len(task_id) > 18:
+        raise BusinessError(3028, "INVALID_PARAM", f"this app has no task {task_id}")
+    stopped = await call.runtime.pushes.revoke_task(app_pk, int(task_id))
+    return str(stopped)
+
+
 async def push_query_device_state(call: Call) -> dict[str, str]:
     app_pk = app_of(call)
     target = get_str(call.form, "Target", required=True, missing=(3021, "TOKEN_OR_USERID_NULL"))
@@ -137,5 +151,9 @@ HANDLERS: dict[str, tuple[Handler, str]] = {
     "PushUnBind": (push_unbind, "A"),
     "PushReport": (push_report, "A"),
     "RevokePushMessage": (revoke_push_message, "A"),
+    "RevokePushTask": (revoke_push_task, "A"),
     "PushQueryDeviceState": (push_query_device_state, "D"),
 }
+HANDLERS.update(TEMPLATE_HANDLERS)
+HANDLERS.update(ANALYTICS_HANDLERS)
+HANDLERS.update(SCHEDULE_HANDLERS)

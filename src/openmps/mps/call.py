@@ -7,6 +7,8 @@ Envelope families (reference 1.5):
 - ``BS``: family B with ``Success`` at the top and ``Success``/``ResultMsg`` inside
   ``ResultContent`` (ListAnalysisCoreIndex); the handler returns ResultContent's ``Data``;
 - ``C``: ``Success``/``Code``/``Msg``/``Data`` (template CRUD);
+- ``CP``: family C whose handler returns the body's own fields (ListTemplatePage: ``Data``
+  with ``CurrentPage``, ``PageSize`` and ``TotalSize`` beside it);
 - ``D``: ``Success``/``Code``/``Message``/``Data`` (PushQueryDeviceState).
 
 A business refusal is HTTP 200 with the MPS result code in the envelope, as MPS does; the SDK
@@ -75,6 +77,8 @@ def success(family: str, request_id: str, data: Any) -> dict[str, Any]:
             "ResultMessage": "",
             "ResultContent": {"Success": True, "ResultMsg": "", "Data": data},
         }
+    if family == "CP":
+        return {"RequestId": request_id, "Success": True, "Code": "OK", "Msg": "", **data}
     text = "Msg" if family == "C" else "Message"
     return {"RequestId": request_id, "Success": True, "Code": "OK", text: "", "Data": data}
 
@@ -97,7 +101,7 @@ def failure(family: str, request_id: str, error: BusinessError) -> dict[str, Any
             body["Success"] = False
             body["ResultContent"] = {"Success": False, "ResultMsg": error.detail}
         return body
-    text = "Msg" if family == "C" else "Message"
+    text = "Msg" if family in ("C", "CP") else "Message"
     return {
         "RequestId": request_id,
         "Success": False,
