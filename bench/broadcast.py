@@ -274,13 +274,18 @@ async def main() -> None:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--online", type=int, default=MAX_DEVICES)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--work", type=Path, help="keep the store and server log here")
     args = parser.parse_args()
     if args.devices < 1:
         parser.error("--devices must be at least 1")
     if not 1 <= args.online <= min(MAX_DEVICES, args.devices):
         parser.error(f"--online must be 1..{MAX_DEVICES} and at most --devices")
-    with tempfile.TemporaryDirectory(prefix="openmps-bench-") as work:
-        ours = await run(args.devices, args.online, Path(work))
+    if args.work is not None:
+        args.work.mkdir(parents=True)
+        ours = await run(args.devices, args.online, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="openmps-bench-") as work:
+            ours = await run(args.devices, args.online, Path(work))
     print("openmps:", {k: round(v, 2) for k, v in ours.items()})
     bare = await run_bare(args.online)
     print("bare:   ", {k: round(v, 2) for k, v in bare.items()})

@@ -9,15 +9,17 @@ import asyncio
 import io
 import json
 import logging
-import shutil
+import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from alibabacloud_mpaas20201028 import models
 
 from openmps import statuses, vendor_dispatch
@@ -26,6 +28,7 @@ from openmps.channels.base import ChannelConfig, Next, Outbound, Outcome, Vendor
 from openmps.logs import JsonFormatter, Redactor, looks_secret
 from openmps.ops import check_store, readiness
 from openmps.runtime import Runtime
+from openmps.server import _Server
 from openmps.settings import Settings, load_settings
 from openmps.store import Store
 from openmps.vendor_dispatch import VendorDispatcher, VendorJob
@@ -155,14 +158,23 @@ async def test_readiness_follows_the_runtime(tmp_path: Path) -> None:
     )
 
 
-async def test_store_check_names_a_store_that_is_gone(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'db' / 'openmps.db'}")
-    assert await check_store(store) == "ok"
-    await store.close()
-    shutil.rmtree(tmp_path / "db")
+def test_first_signal_marks_the_runtime_stopping() -> None:
+    runtime = SimpleNamespace(stopping=False)
+    server = _Server(uvicorn.Config(app=None), runtime)  # type: ignore[arg-type]
 
-    assert await check_store(store) == "failed: OperationalError"
-    await store.close()
+    server._stop_on(signal.SIGTERM)
+
+    assert (runtime.stopping, server.should_exit, server.force_exit) == (True, True, False)
+
+
+async def test_store_check_names_a_store_that_is_gone() -> None:
+    # Nothing listens on port 1. (A SQLite file that cannot be opened would do too, but
+    # aiosqlite then finishes its worker thread after the test's loop is closed.)
+    store = await Store.open("postgresql+asyncpg://openmps@127.0.0.1:1/gone", migrate=False)
+    try:
+        assert await check_store(store) == "failed: ConnectionRefusedError"
+    finally:
+        await store.close()
 
 
 class _HangingEngine:
@@ -369,3 +381,15 @@ def test_log_settings() -> None:
         "log_format (--log-format / OPENMPS_LOG_FORMAT): Input should be 'text' or 'json', "
         "got 'xml'"
     )
+
+
+def test_schedule_job_ids_stay_searchable_while_random_words_are_masked() -> None:
+    from openmps.logs import redact
+
+    job, other = "d5f75870127d4421a072a5065f4a3309", "14ca97e6b38149b9ad7958ed6a290d2b"
+    assert redact(f"scheduled push fired: job={job} task=3") == (
+        f"scheduled push fired: job={job} task=3"
+    )
+    assert redact(f"cancelled: ids={job},{other} jobs=2") == f"cancelled: ids={job},{other} jobs=2"
+    # The same shape anywhere else is masked: it could be a vendor token.
+    assert redact(f"token {job} seen") == "token …3309 seen"

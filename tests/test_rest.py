@@ -87,6 +87,10 @@ async def test_docs_page_and_openapi_document(tenant: Tenant) -> None:
         "devices",
         "bindings",
         "channels",
+        "templates",
+        "schedules",
+        "review",
+        "analytics",
         "health",
     ]
     assert spec["components"]["securitySchemes"]["basic"]["scheme"] == "basic"

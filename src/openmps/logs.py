@@ -32,6 +32,8 @@ _NAMED = re.compile(
 _WORD = re.compile(r"[A-Za-z0-9_-]{20,}")
 _RUNS = re.compile(r"[a-z]+|[A-Z]+|[0-9]+")
 _ACCESS_KEY_ID = re.compile(r"LTAI[A-Za-z0-9]{20}")  # an AccessKeyId names a key; not secret
+# A schedule job id (32 lower-case hex) logged as ``job=<id>``: an id operators search for.
+_JOB_ID = re.compile(r"(job[=\s]|ids=)([0-9a-f]{32}(?:,[0-9a-f]{32})*)\b")
 
 
 def looks_secret(word: str) -> bool:
@@ -70,7 +72,12 @@ def redact(text: str) -> str:
     """``text`` with every value named as secret, and every word that looks random, masked to
     its last four characters."""
     text = _NAMED.sub(lambda m: m.group(1) + mask(m.group(2)), text)
-    return _WORD.sub(lambda m: mask(m.group()) if looks_secret(m.group()) else m.group(), text)
+    kept = _JOB_ID.split(text)  # [text, key, ids, text, key, ids, ..., text]
+    for i in range(0, len(kept), 3):
+        kept[i] = _WORD.sub(
+            lambda m: mask(m.group()) if looks_secret(m.group()) else m.group(), kept[i]
+        )
+    return "".join(kept)
 
 
 class Redactor(logging.Filter):
@@ -125,3 +132,10 @@ def configure_logging(log_format: str, level: str, stream: TextIO | None = None)
     if logging.getLogger().level > logging.DEBUG:
         # httpx logs every vendor request at INFO: a line per push, with the vendor's URL.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # websockets logs each connection opening and closing; the gateway logs its own lines
+        # for those, with the device id.
+        logging.getLogger("websockets.server").addFilter(_quiet_connections)
+
+
+def _quiet_connections(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("connection open", "connection closed"))

@@ -43,6 +43,10 @@ TAGS: list[dict[str, Any]] = [
     },
     {"name": "bindings", "description": "User ids bound to devices (PushBind, PushUnBind)."},
     {"name": "channels", "description": "Vendor channel settings and routing."},
+    {"name": "templates", "description": "Message templates with #name# placeholders."},
+    {"name": "schedules", "description": "Scheduled and cyclic push jobs."},
+    {"name": "review", "description": "Pushes held for approval (status -1)."},
+    {"name": "analytics", "description": "Arrivals, opens and ignores, per task and window."},
     {"name": "health", "description": "Liveness."},
 ]
 

@@ -324,7 +324,7 @@ class Scheduler(JobBook):
                 )
         except Exception:
             # The task carries the job id (tasks.schedule_id); recover() links it on start.
-            logger.exception("could not record the outcome of job %s", job.unique_id)
+            logger.exception("could not record the outcome of job=%s", job.unique_id)
 
     async def recover(self) -> int:
         """Jobs claimed by a process that was killed before it recorded their task: link the
