@@ -365,9 +365,14 @@ async def test_revoke_after_device_received(tenant: Tenant) -> None:
     # Revoked means no redelivery on the next connect either.
     async with tenant.device(creds) as device:
         assert await messages_within(device) == []
-        # A late ack still records 2 (docs/decisions.md): the device did receive it.
+        # A late ack still records 2 (docs/decisions.md): the device did receive it; the row
+        # keeps saying it was revoked (regression: the ack cleared the detail).
         await device.ack(message.id)
-        await rows_become(tenant, task_id, [row(token, "k-shown", token, 2, "Acked", final=True)])
+        await rows_become(
+            tenant,
+            task_id,
+            [row(token, "k-shown", token, 2, "Acked", final=True, detail="revoked")],
+        )
 
 
 async def test_revoke_unknown_message(tenant: Tenant) -> None:
@@ -607,6 +612,58 @@ async def test_gateway_non_json_after_hello(tenant: Tenant) -> None:
         }
     ]
     assert (code, reason) == (4004, "bad_frame")
+
+
+DEEP_FRAME = "[" * 2000 + "]" * 2000  # 4000 bytes: under the frame limit, too deep to decode
+NOT_UNICODE_TEXT = (
+    "the frame is not valid Unicode: it holds a lone surrogate (a \\uD800 to \\uDFFF escape "
+    "that is not half of a surrogate pair)"
+)
+
+
+def no_handler_failure(tenant: Tenant) -> bool:
+    """The server logged no traceback for a connection (it used to, with a 1011 close)."""
+    log = (tenant.server.data_dir.parent / "server.log").read_text()
+    return "connection handler failed" not in log
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (DEEP_FRAME, "the frame is nested too deeply"),
+        ('{"type":"hello","v":1,"token":"\\ud800","secret":"s"}', NOT_UNICODE_TEXT),
+        ('{"type":"hello","v":1,"token":"t","secret":"\\udfff"}', NOT_UNICODE_TEXT),
+    ],
+    ids=["deep", "token-surrogate", "secret-surrogate"],
+)
+async def test_gateway_unreadable_first_frame_is_bad_hello(
+    tenant: Tenant, frame: str, message: str
+) -> None:
+    async with connect(tenant.server.gateway_url, compression=None) as ws:
+        await ws.send(frame)
+        frames, code, reason = await until_closed(ws)
+    assert frames == [{"type": "error", "code": "bad_hello", "message": message}]
+    assert (code, reason) == (4001, "bad_hello")
+    assert no_handler_failure(tenant)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (DEEP_FRAME, "the frame is nested too deeply"),
+        ('{"type":"ping","note":"\\udc00"}', NOT_UNICODE_TEXT),
+    ],
+    ids=["deep", "surrogate"],
+)
+async def test_gateway_unreadable_frame_after_hello_is_bad_frame(
+    tenant: Tenant, frame: str, message: str
+) -> None:
+    ws = await raw_session(tenant, await tenant.register("android"))
+    await ws.send(frame)
+    frames, code, reason = await until_closed(ws)
+    assert frames == [{"type": "error", "code": "bad_frame", "message": message}]
+    assert (code, reason) == (4004, "bad_frame")
+    assert no_handler_failure(tenant)
 
 
 async def test_gateway_frame_too_large(tenant: Tenant) -> None:

@@ -176,7 +176,8 @@ async def test_cli_approval_is_sent_by_the_running_server(tenant: Tenant, server
         openmps, "review", "reject", tenant.app_id, task_id, *server.store_args()
     )
     assert twice.returncode == 2
-    assert f"task {task_id} is not waiting for review" in twice.stderr
+    # Regression (trial): the CLI printed "3028 NOT_PENDING"; the detail is what matters.
+    assert twice.stderr == f"error: task {task_id} is not waiting for review (approved)\n"
 
 
 async def test_held_push_expires_like_any_other(tenant: Tenant) -> None:
@@ -201,3 +202,13 @@ async def test_held_push_expires_like_any_other(tenant: Tenant) -> None:
         ]
 
     await eventually(expired)
+    # Regression (trial): the expired task stayed listed as held and could be approved.
+    assert (await rest(tenant, "GET", "/v1/review")).json()["held"] == []
+    approve = await rest(tenant, "POST", f"/v1/tasks/{task_id}/approve")
+    assert (approve.status_code, approve.json()) == (
+        409,
+        {
+            "error": "not_pending",
+            "message": f"task {task_id} expired before it was reviewed; its targets are final",
+        },
+    )

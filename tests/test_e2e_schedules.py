@@ -430,6 +430,52 @@ async def test_cancel_cyclic_main_job_cancels_its_occurrences(tenant: Tenant) ->
     assert (await rest_job(tenant, main_id))["state"] == "cancelled"
 
 
+async def test_cancel_cyclic_main_job_after_an_occurrence_was_sent(tenant: Tenant) -> None:
+    creds = await tenant.register("android")
+    main_id = await schedule(
+        tenant,
+        {creds.delivery_token: "k-part"},
+        2,
+        startTime=day_start_ms(1),
+        endTime=day_start_ms(3),
+        circleType=1,
+        time="08:00:00",
+        timeZone="UTC",
+    )
+    _, items = await query(tenant, unique_id=main_id)
+    first = items[0]["UniqueId"]
+    # The first occurrence falls due now (we cannot wait a day) and is sent.
+    store = await Store.open(tenant.server.db_url, migrate=False)
+    try:
+        async with store.write() as session:
+            await session.execute(
+                update(Schedule)
+                .where(Schedule.unique_id == first)
+                .values(fire_at=datetime.now(UTC))
+            )
+    finally:
+        await store.close()
+    await eventually(lambda: state_is(tenant, first, "1"))
+
+    body = await cancel(tenant, main_id)
+    assert (body.result_code, body.result_message, body.result_content) == ("OK", "", "2")
+    _, items = await query(tenant, unique_id=main_id)
+    assert [i["ExecutedStatus"] for i in items] == ["1", "2", "2"]
+    # Not every occurrence was cancelled: the main job is executed (docs/scheduling.md).
+    job = await rest_job(tenant, main_id)
+    assert (job["state"], [o["state"] for o in job["occurrences"]]) == (
+        "executed",
+        ["executed", "cancelled", "cancelled"],
+    )
+    assert job["detail"].startswith("cancelled at ")
+    again = await cancel(tenant, main_id)
+    assert (again.result_code, again.result_message) == (
+        "3028",
+        f"INVALID_PARAM: the scheduled push '{main_id}' cannot be cancelled: it is already "
+        "executed",
+    )
+
+
 async def test_cancel_refusals_name_the_id_and_cancel_nothing(tenant: Tenant) -> None:
     creds = await tenant.register("android")
     job_id = await schedule(
@@ -503,6 +549,34 @@ async def test_rest_cancel_and_errors(tenant: Tenant) -> None:
         assert (missing.status_code, missing.json()["error"]) == (404, "unknown_schedule")
 
 
+async def test_rest_listing_refuses_end_before_start_as_the_mps_listing_does(
+    tenant: Tenant,
+) -> None:
+    auth = (tenant.creds.access_key_id, tenant.creds.access_key_secret)
+    async with httpx.AsyncClient(auth=auth, base_url=tenant.server.api_url) as http:
+        response = await http.get(
+            "/v1/schedules?start=2026-12-31T00:00:00Z&end=2026-01-01T00:00:00Z"
+        )
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_param", "message": "EndTime is before StartTime", "code": 3028},
+    )
+
+
+async def test_a_page_past_any_offset_is_empty(tenant: Tenant) -> None:
+    # (page - 1) * page_size beyond BIGINT used to fail the query on PostgreSQL (500).
+    creds = await tenant.register("android")
+    await schedule(tenant, {creds.delivery_token: "k-far"}, 1, fixedTime=now_ms() + 3_600_000)
+    auth = (tenant.creds.access_key_id, tenant.creds.access_key_secret)
+    async with httpx.AsyncClient(auth=auth, base_url=tenant.server.api_url) as http:
+        response = await http.get("/v1/schedules?page=1000000000000000000&page_size=500")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"total": 1, "page": 10**18, "page_size": 500, "schedules": []},
+    )
+    assert await query(tenant, page_number=10**17, page_size=500) == (1, [])
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -551,6 +625,11 @@ async def test_rest_cancel_and_errors(tenant: Tenant) -> None:
             "Europe/Berlin or UTC)",
         ),
         (3, {}, "StrategyType must be 0 (immediate), 1 (scheduled) or 2 (cyclic), got 3"),
+        (  # a lone surrogate, echoed as its escape (raw, the answer could not be sent: 500)
+            2,
+            '{"startTime":0,"endTime":1,"circleType":1,"time":"\\ud800"}',
+            'StrategyContent.time must be "HH:mm:ss" on a 24-hour clock, got "\\ud800"',
+        ),
     ],
 )
 async def test_bad_strategy_is_refused_and_stores_nothing(

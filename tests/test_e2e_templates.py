@@ -201,6 +201,13 @@ CREATE_REFUSALS: list[Any] = [
     pytest.param(
         {"push_style": 7}, 3028, "INVALID_PARAM", "PushStyle must be 0, 1 or 2, got 7", id="3028"
     ),
+    pytest.param(
+        {"show_style": 2**40},
+        3028,
+        "INVALID_PARAM",
+        "ShowStyle must be from -2147483648 to 2147483647 (32 bits), got 1099511627776",
+        id="3028-show-style",
+    ),
 ]
 
 

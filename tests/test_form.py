@@ -341,3 +341,42 @@ def test_json_map_refuses_a_number_too_large_to_keep() -> None:
         "TargetMsgkey must be a JSON object of string keys to string, number or boolean values: "
         'the value of "carol" is too large a number',
     )
+
+
+# --- lone surrogates --------------------------------------------------------------------------
+
+LONE = (
+    "not valid Unicode (a lone surrogate \\ud800: a \\uD800 to \\uDFFF escape that is not half "
+    "of a surrogate pair)"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ('{"k":"\\ud800"}', f"ExtendedParams.k is {LONE}"),
+        ('{"\\ud800":"v"}', f"ExtendedParams has a key that is {LONE}"),
+        ('{"k":"a\\ud800b"}', f"ExtendedParams.k is {LONE}"),
+        ('{"k":["\\ud800"]}', f"ExtendedParams.k.1 is {LONE}"),
+    ],
+    ids=["value", "key", "inside", "nested"],
+)
+def test_json_map_refuses_a_lone_surrogate(text: str, detail: str) -> None:
+    with pytest.raises(BusinessError) as exc_info:
+        json_map({"ExtendedParams": text}, "ExtendedParams")
+    assert _business(exc_info) == (3028, "INVALID_PARAM", detail)
+
+
+def test_json_map_accepts_a_surrogate_pair() -> None:
+    assert json_map({"E": '{"k":"\\ud83d\\ude00"}'}, "E") == {"k": "\U0001f600"}
+
+
+def test_unflatten_json_refuses_a_lone_surrogate_and_names_the_entry() -> None:
+    text = '[{"Target":"a"},{"Target":"b","TemplateKeyValue":{"\\udc00":"v"}}]'
+    with pytest.raises(BusinessError) as exc_info:
+        unflatten({"TargetMsg": text}, "TargetMsg")
+    assert _business(exc_info) == (
+        3028,
+        "INVALID_PARAM",
+        "TargetMsg.2.TemplateKeyValue has a key that is " + LONE.replace("\\ud800:", "\\udc00:"),
+    )

@@ -393,3 +393,8 @@ def test_schedule_job_ids_stay_searchable_while_random_words_are_masked() -> Non
     assert redact(f"cancelled: ids={job},{other} jobs=2") == f"cancelled: ids={job},{other} jobs=2"
     # The same shape anywhere else is masked: it could be a vendor token.
     assert redact(f"token {job} seen") == "token …3309 seen"
+    # Regression (trial): a 500 answer names its RequestId, which the log masked.
+    request = "B589F4F4-CD68-3CE5-BDA0-6597F33E2391"
+    assert redact(f"mps PushSimple failed: request={request}") == (
+        f"mps PushSimple failed: request={request}"
+    )

@@ -409,6 +409,21 @@ CREATE_REFUSALS: list[Any] = [
     pytest.param(
         {"jump_action": 2}, 3028, "INVALID_PARAM", "JumpAction must be 0 or 1, got 2", id="j"
     ),
+    # The column is a 32-bit INTEGER: PostgreSQL used to fail the write (500).
+    pytest.param(
+        {"show_style": 2**40},
+        3028,
+        "INVALID_PARAM",
+        "ShowStyle must be from -2147483648 to 2147483647 (32 bits), got 1099511627776",
+        id="s-high",
+    ),
+    pytest.param(
+        {"show_style": -(2**31) - 1},
+        3028,
+        "INVALID_PARAM",
+        "ShowStyle must be from -2147483648 to 2147483647 (32 bits), got -2147483649",
+        id="s-low",
+    ),
 ]
 
 
@@ -421,6 +436,31 @@ async def test_create_refused(
         await templates.create(app, spec(**fields))
     assert refusal(exc_info) == (code, name, detail)
     assert (await templates.page(app, page=None, page_size=None)).total == 0
+
+
+@pytest.mark.parametrize("show_style", [2**31 - 1, -(2**31)])
+async def test_create_stores_show_style_at_the_32_bit_bounds(
+    service: tuple[Templates, int, int], show_style: int
+) -> None:
+    templates, app, _ = service
+    created = await templates.create(app, spec(show_style=show_style))
+    assert (await templates.get(app, template_id=str(created.id))).show_style == show_style
+
+
+@pytest.mark.parametrize("text", ["\u0661", " 1", "1 ", "+1", "\u00b9"])
+async def test_an_id_that_is_not_ascii_digits_names_no_template(
+    service: tuple[Templates, int, int], text: str
+) -> None:
+    templates, app, _ = service
+    created = await templates.create(app, spec())
+    assert created.id == 1  # a fresh store: each spelling above used to read as this id
+    with pytest.raises(BusinessError) as exc_info:
+        await templates.get(app, template_id=text)
+    assert refusal(exc_info) == (
+        3022,
+        "TEMPLATE_NOT_EXIST",
+        f"this app has no template with TemplateId {text!r}",
+    )
 
 
 async def test_create_accepts_the_longest_name_and_newlines_in_content(

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from openmps.errors import BusinessError
+from openmps.ids import parse_id
 from openmps.statuses import ACKED, WAITING_FOR_VERIFY
 from openmps.store import Delivery, Device, Message, Schedule, Store, Task, Template
 from openmps.store.models import UTCDateTime
@@ -486,10 +487,10 @@ def task_number(value: str | None, name: str = "TaskId") -> int | None:
     """A task id given as text: None when blank, else digits (3028 otherwise)."""
     if value is None or not value.strip():
         return None
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    number = parse_id(value.strip())
+    if number is None:
         raise _invalid(f"{name} must be a task id (digits), got {value[:40]!r}")
-    return int(text)
+    return number
 
 
 def page_of(page: int | None, page_size: int | None, names: Names = MPS_NAMES) -> tuple[int, int]:

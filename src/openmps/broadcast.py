@@ -99,8 +99,9 @@ async def expand(
     expires: datetime,
     now: datetime,
     route: Callable[[DeviceRoute], str],
-) -> int:
-    """Write one delivery per device of the audience; returns how many."""
+) -> tuple[int, int]:
+    """Write one delivery per device of the audience; returns how many, and how many of them
+    go through a vendor channel."""
     where = audience_filter(app_pk, audience, now)
     own_only = audience["android_channel"] == 1
     columns = ["message_pk", "device_pk", "route", "status_channel", "code", "final"]
@@ -120,7 +121,7 @@ async def expand(
     result = await session.execute(insert(Delivery).from_select(columns, bulk))
     count = int(getattr(result, "rowcount", 0) or 0)
     if own_only:
-        return count
+        return count, 0
     routed = await session.stream(
         select(Device.id, Device.platform, Device.third_channel, Device.third_token).where(
             *where, Device.third_token.is_not(None)
@@ -134,6 +135,7 @@ async def expand(
         "expires_at": expires,
         "updated_at": now,
     }
+    to_vendors = 0
     async for part in routed.partitions(ROUTED_BATCH):
         rows = [
             {**base, "device_pk": device_pk, "route": route(DeviceRoute(device_pk, *rest))}
@@ -141,4 +143,5 @@ async def expand(
         ]
         await session.execute(insert(Delivery), rows)
         count += len(rows)
-    return count
+        to_vendors += sum(row["route"] != ROUTE_OWN for row in rows)
+    return count, to_vendors

@@ -44,8 +44,13 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    from openmps.errors import BusinessError
+
     try:
         return asyncio.run(coro)
+    except BusinessError as exc:  # its detail says what was wrong; the MPS code means nothing here
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
     except OpenMPSError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -87,8 +92,47 @@ def serve(
             envvar="OPENMPS_LOG_LEVEL", help="debug, info, warning or error [default: info]"
         ),
     ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENMPS_ROLE",
+            help="What this process runs, comma-separated: api, gateway, worker, scheduler. "
+            "Anything but all four needs --redis-url and PostgreSQL (docs/scale-out.md) "
+            "[default: all four, in this process]",
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENMPS_REDIS_URL",
+            help="Redis shared by the processes of a scaled-out deployment; setting it "
+            "scales out even with all four roles [default: none]",
+        ),
+    ] = None,
+    redis_prefix: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENMPS_REDIS_PREFIX",
+            help="Start of every Redis key and channel of this deployment [default: openmps]",
+        ),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENMPS_NODE_ID",
+            help="This process's name in Redis [default: <host>-<pid>-<random>]",
+        ),
+    ] = None,
+    ops_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="OPENMPS_OPS_PORT",
+            help="Port of /healthz, /readyz and /metrics on a process without the api role "
+            "[default: none]",
+        ),
+    ] = None,
 ) -> None:
-    """Run the API and the device gateway in one process."""
+    """Run the API and the device gateway in one process (or, with --role, part of them)."""
     from openmps.server import run
 
     settings = _settings(
@@ -99,6 +143,11 @@ def serve(
         database_url=database_url,
         log_format=log_format,
         log_level=log_level,
+        role=role,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        node_id=node_id,
+        ops_port=ops_port,
     )
     try:
         run(settings)
@@ -324,16 +373,6 @@ async def _with_app(settings: Settings, app_id: str, workspace_id: str, work: An
         await store.close()
 
 
-def _business(coro: Coroutine[Any, Any, T]) -> T:
-    from openmps.errors import BusinessError
-
-    try:
-        return _run(coro)
-    except BusinessError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from None
-
-
 @channel_cli.command("set")
 def channel_set(
     app_id: Annotated[str, typer.Argument(help="The app's AppId")],
@@ -355,7 +394,7 @@ def channel_set(
 
         await VendorSettings(store).set(app_pk, vendor, parsed, base_url=base_url)
 
-    _business(_with_app(settings, app_id, workspace_id, work))
+    _run(_with_app(settings, app_id, workspace_id, work))
     typer.echo(f"{vendor} settings stored for {app_id} (a running server uses them within 5 s)")
 
 
@@ -374,7 +413,7 @@ def channel_list(
 
         return await VendorSettings(store).describe(app_pk)
 
-    typer.echo(json.dumps(_business(_with_app(settings, app_id, workspace_id, work)), indent=2))
+    typer.echo(json.dumps(_run(_with_app(settings, app_id, workspace_id, work)), indent=2))
 
 
 @channel_cli.command("policy")
@@ -393,7 +432,7 @@ def channel_policy(
 
         await VendorSettings(store).set_policy(app_pk, policy)
 
-    _business(_with_app(settings, app_id, workspace_id, work))
+    _run(_with_app(settings, app_id, workspace_id, work))
     typer.echo(f"routing policy of {app_id}: {policy}")
 
 
@@ -413,7 +452,7 @@ def review_rule(
     async def work(store: Any, app_pk: int) -> None:
         await Reviews(store, None).set_rule(app_pk, rule)
 
-    _business(_with_app(settings, app_id, workspace_id, work))
+    _run(_with_app(settings, app_id, workspace_id, work))
     typer.echo(f"review rule of {app_id}: {rule}")
 
 
@@ -434,23 +473,25 @@ def review_list(
         held = [task.as_json() for task in await reviews.held(app_pk)]
         return {"rule": await reviews.rule(app_pk), "held": held}
 
-    typer.echo(json.dumps(_business(_with_app(settings, app_id, workspace_id, work)), indent=2))
+    typer.echo(json.dumps(_run(_with_app(settings, app_id, workspace_id, work)), indent=2))
 
 
 def _decide(app_id: str, task_id: str, workspace_id: str, settings: Settings, approve: bool) -> int:
+    from openmps.ids import parse_id
     from openmps.review import Reviews
 
-    if not task_id.isdigit() or len(task_id) > 18:
+    number = parse_id(task_id)
+    if number is None:
         typer.echo(f"error: a task id is a number, got {task_id!r}", err=True)
         raise typer.Exit(2)
 
     async def work(store: Any, app_pk: int) -> int:
         reviews = Reviews(store, None)
         if approve:
-            return await reviews.approve(app_pk, int(task_id))
-        return await reviews.reject(app_pk, int(task_id))
+            return await reviews.approve(app_pk, number)
+        return await reviews.reject(app_pk, number)
 
-    count: int = _business(_with_app(settings, app_id, workspace_id, work))
+    count: int = _run(_with_app(settings, app_id, workspace_id, work))
     return count
 
 

@@ -40,7 +40,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -321,7 +321,7 @@ class DeviceClient:
 
     def __init__(
         self,
-        gateway_url: str,
+        gateway_url: str | Sequence[str],
         credentials: DeviceCredentials,
         *,
         auto_ack: bool = True,
@@ -334,6 +334,10 @@ class DeviceClient:
     ) -> None:
         """Prepare a client; nothing is sent until :meth:`connect` or iteration.
 
+        ``gateway_url`` is one gateway address or several (a scaled-out deployment's gateway
+        nodes): the client uses the first, and moves on to the next, round robin, whenever a
+        connection attempt fails. Any gateway node serves any device.
+
         ``ack_interval_s`` is the least time between two auto-ack frames (except full ones of
         256 ids): ids that arrive meanwhile are gathered into the next frame. After a quiet
         spell an auto-ack goes out at once, together with whatever arrived in the same burst.
@@ -344,7 +348,11 @@ class DeviceClient:
             raise ValueError("dedupe_window must be at least 1")
         if ack_interval_s < 0:
             raise ValueError("ack_interval_s must not be negative")
-        self._url = gateway_url  # ws:// or wss:// address of the gateway, e.g. ws://host:8081/v1
+        urls = [gateway_url] if isinstance(gateway_url, str) else list(gateway_url)
+        if not urls:
+            raise ValueError("gateway_url needs at least one address")
+        self._urls = urls  # ws:// or wss:// addresses of gateways, e.g. ws://host:8081/v1
+        self._url = urls[0]  # the one the next connection attempt uses
         self._credentials = credentials  # token and secret sent in hello
         self._auto_ack = auto_ack  # ack each message (and each duplicate), coalesced per burst
         self._reconnect = reconnect  # reconnect on transient loss instead of raising
@@ -418,6 +426,7 @@ class DeviceClient:
     async def _open(self) -> None:
         """One connection attempt; on success sets ``_ws`` and ``_connected``."""
         self._server_error = None
+        url = self._url
         ws: ClientConnection | None = None
         hello = {
             "type": "hello",
@@ -428,26 +437,26 @@ class DeviceClient:
         try:
             async with asyncio.timeout(self._open_timeout_s):
                 ws = await ws_connect(
-                    self._url, compression=None, open_timeout=None, logger=self._wire_log
+                    url, compression=None, open_timeout=None, logger=self._wire_log
                 )
                 await ws.send(_encode(hello))
                 await self._await_welcome(ws)
         except BaseException as exc:
             if ws is not None:
                 ws.transport.abort()
+            if isinstance(exc, Exception) and len(self._urls) > 1:
+                self._next_url()
             if isinstance(exc, ConnectionClosed):
                 raise self._closed_error(exc) from None
             if isinstance(exc, TimeoutError):
-                text = f"no welcome from {self._url} within {self._open_timeout_s} s"
+                text = f"no welcome from {url} within {self._open_timeout_s} s"
                 raise GatewayUnavailable(text) from None
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if isinstance(exc, InvalidStatus) and status is not None and 400 <= status < 500:
                 # A wrong URL or path: trying again cannot help.
-                raise GatewayClosed(
-                    status, "rejected", f"{self._url} answered HTTP {status}"
-                ) from None
+                raise GatewayClosed(status, "rejected", f"{url} answered HTTP {status}") from None
             if isinstance(exc, OSError | InvalidHandshake):
-                raise GatewayUnavailable(f"cannot connect to {self._url}: {exc}") from exc
+                raise GatewayUnavailable(f"cannot connect to {url}: {exc}") from exc
             raise
         if self._closing.is_set():  # close() ran while we were connecting
             await ws.close()
@@ -455,7 +464,13 @@ class DeviceClient:
         self._ws = ws
         self._session_started = asyncio.get_running_loop().time()
         self._connected.set()
-        logger.info("connected to %s as %s", self._url, _redact(self._credentials.delivery_token))
+        logger.info("connected to %s as %s", url, _redact(self._credentials.delivery_token))
+
+    def _next_url(self) -> None:
+        """Move to the next gateway address, for the next connection attempt."""
+        failed = self._url
+        self._url = self._urls[(self._urls.index(failed) + 1) % len(self._urls)]
+        logger.info("gateway %s failed; next attempt goes to %s", failed, self._url)
 
     async def _await_welcome(self, ws: ClientConnection) -> None:
         """Read frames until ``welcome``; an ``error`` frame is kept for the close that follows."""

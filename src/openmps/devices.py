@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from openmps.channels.registry import THIRD_CHANNELS
-from openmps.dispatch import Dispatcher, Job, message_body, message_frame
+from openmps.dispatch import Dispatch, Job, message_body, message_frame
 from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
 from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO
@@ -64,7 +64,7 @@ class DeviceState:
 
 
 class Devices:
-    def __init__(self, store: Store, hub: Hub, dispatcher: Dispatcher) -> None:
+    def __init__(self, store: Store, hub: Hub, dispatcher: Dispatch) -> None:
         self._store = store
         self._hub = hub
         self._dispatcher = dispatcher
@@ -246,7 +246,7 @@ class Devices:
             )
             for delivery_id, key, task_pk, payload, expires_at in waiting
         ]
-        self._dispatcher.submit(jobs)
+        await self._dispatcher.submit(jobs)
         return len(jobs)
 
     async def unbind(self, app_pk: int, token: str, user_id: str) -> bool:
@@ -296,11 +296,12 @@ class Devices:
             what = "user has no bound device" if target_type == 3 else "no such device"
             raise BusinessError(3028, "INVALID_PARAM", f"Target not found: {what}")
         device, user_id = row
+        online = await self._dispatcher.online_among([device.id])
         return DeviceState(
             delivery_token=device.delivery_token,
             device_id=str(device.id),
             platform=device.platform,
-            online=self._hub.is_online(device.id),
+            online=device.id in online,
             third_token=device.third_token,
             user_id=user_id,
             manufacturer=(device.report or {}).get("Model"),

@@ -1,6 +1,6 @@
 """Dispatch: hands committed deliveries to the channel that carries them.
 
-Own channel: a delivery whose device is connected to this process goes out at once; one whose
+Own channel: a delivery whose device is connected goes out at once; one whose
 device is offline waits in the store and goes out when the device connects (the gateway reads
 pending deliveries on every connect). Vendor channels: the delivery goes to the vendor
 dispatcher, which batches, sends, retries and records outcomes.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from openmps.gateway.hub import Hub
 from openmps.vendor_dispatch import VendorDispatcher, VendorJob
@@ -50,7 +50,34 @@ def message_frame(delivery_id: int, body: str) -> str:
 AnyJob = Job | VendorJob
 
 
+class Dispatch(Protocol):
+    """How the service layer hands committed deliveries on, and asks who is online.
+
+    :class:`Dispatcher` does it inside one process (the hub, the vendor dispatcher);
+    ``openmps.scaleout.dispatch.ClusterDispatcher`` does it across processes through Redis.
+    """
+
+    async def online_among(self, device_pks: Iterable[int]) -> set[int]:
+        """Those of ``device_pks`` connected to a gateway now."""
+        ...
+
+    async def online_devices(self) -> list[int]:
+        """Every device connected to a gateway now."""
+        ...
+
+    async def submit(self, jobs: Iterable[AnyJob]) -> None:
+        """Send committed deliveries: own-channel jobs to connected devices (others wait in
+        the store for their device), vendor jobs to the vendor channels."""
+        ...
+
+    async def revoke(self, sent: Iterable[tuple[int, int]]) -> None:
+        """Tell connected devices to remove notifications of revoked (device, delivery)s."""
+        ...
+
+
 class Dispatcher:
+    """:class:`Dispatch` in one process: the hub holds every connected device."""
+
     def __init__(self, hub: Hub, vendors: VendorDispatcher | None = None) -> None:
         self._hub = hub  # devices connected to this process
         self._vendors = vendors  # vendor channels; None where nothing is sent (the CLI)
@@ -59,11 +86,14 @@ class Dispatcher:
     def is_online(self, device_pk: int) -> bool:
         return self._hub.is_online(device_pk)
 
-    def online_devices(self) -> list[int]:
+    async def online_among(self, device_pks: Iterable[int]) -> set[int]:
+        return {pk for pk in device_pks if self._hub.is_online(pk)}
+
+    async def online_devices(self) -> list[int]:
         """The devices connected to this process."""
         return [link.device_pk for link in self._hub.links()]
 
-    def submit(self, jobs: Iterable[AnyJob]) -> None:
+    async def submit(self, jobs: Iterable[AnyJob]) -> None:
         to_vendors: list[VendorJob] = []
         for job in jobs:
             if isinstance(job, VendorJob):
@@ -73,8 +103,11 @@ class Dispatcher:
         if to_vendors and self._vendors is not None:
             self._vendors.submit(to_vendors)
 
-    def revoke(self, sent: Iterable[tuple[int, int]]) -> None:
-        """Tell connected devices to remove notifications of revoked (device, delivery)s."""
+    async def revoke(self, sent: Iterable[tuple[int, int]]) -> None:
         for device_pk, delivery_id in sent:
-            frame = f'{{"type":"revoke","id":"{delivery_id}"}}'
-            self._hub.offer(device_pk, -delivery_id, frame)
+            self._hub.offer(device_pk, -delivery_id, revoke_frame(delivery_id))
+
+
+def revoke_frame(delivery_id: int) -> str:
+    """A ``revoke`` frame (gateway protocol v1) for one delivery."""
+    return f'{{"type":"revoke","id":"{delivery_id}"}}'

@@ -4,8 +4,7 @@ The tree::
 
     OpenMPSError                 root: catch this to catch anything of ours
     ├── ApiError                 refused at the front door (auth, signature, transport):
-    │   │                        answered with an HTTP 4xx/5xx and a JSON Code/Message
-    │   └── NotSupportedError    an MPS action openmps does not implement yet
+    │                            answered with an HTTP 4xx/5xx and a JSON Code/Message
     ├── BusinessError            the request was well-formed but its content is refused:
     │                            answered with HTTP 200 and an MPS ResultCode (3001 ... 3050)
     ├── ConfigError              settings that cannot work; raised at start, never at run time
@@ -27,17 +26,6 @@ class ApiError(OpenMPSError):
         self.http_status = http_status
         self.code = code
         self.message = message
-
-
-class NotSupportedError(ApiError):
-    """An MPS action that exists in the OpenAPI but is not implemented here yet."""
-
-    def __init__(self, action: str) -> None:
-        super().__init__(
-            400,
-            "OperationNotSupported",
-            f"the action {action!r} is not supported by openmps yet",
-        )
 
 
 class BusinessError(OpenMPSError):

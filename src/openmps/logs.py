@@ -32,8 +32,13 @@ _NAMED = re.compile(
 _WORD = re.compile(r"[A-Za-z0-9_-]{20,}")
 _RUNS = re.compile(r"[a-z]+|[A-Z]+|[0-9]+")
 _ACCESS_KEY_ID = re.compile(r"LTAI[A-Za-z0-9]{20}")  # an AccessKeyId names a key; not secret
-# A schedule job id (32 lower-case hex) logged as ``job=<id>``: an id operators search for.
-_JOB_ID = re.compile(r"(job[=\s]|ids=)([0-9a-f]{32}(?:,[0-9a-f]{32})*)\b")
+# Ids operators search for, kept whole where our code logs them by name: a schedule job id
+# (32 lower-case hex) as ``job=<id>`` or ``ids=<id>,<id>``, an MPS RequestId (an upper-case
+# UUID, which a 500 answer tells the caller to look for) as ``request=<id>``.
+_JOB_ID = re.compile(
+    r"(job[=\s]|ids=|request=)"
+    r"([0-9a-f]{32}(?:,[0-9a-f]{32})*|[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})\b"
+)
 
 
 def looks_secret(word: str) -> bool:

@@ -1,8 +1,9 @@
 """Endpoints for whoever runs openmps: ``GET /metrics`` (Prometheus) and ``GET /readyz``.
 
 ``/healthz`` (in rest.py) says the process answers: restart it if not. ``/readyz`` says whether
-it should get traffic now: started, not stopping, and its store answering. Neither needs a key
-and neither is in the OpenAPI schema; docs/operations.md describes them.
+it should get traffic now: started, not stopping, its store answering (and, scaled out,
+Redis: docs/scale-out.md). A process without the api role serves them on ``ops_port``.
+Neither needs a key and neither is in the OpenAPI schema; docs/operations.md describes them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ async def readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
         "runtime": "ok" if runtime.started else "starting",
         "store": await check_store(runtime.store),
     }
+    if runtime.cluster is not None:  # scaled out: nothing moves between processes without it
+        checks["redis"] = await runtime.cluster.check()
     if all(value == "ok" for value in checks.values()):
         return 200, {"status": "ready", "checks": checks}
     return 503, {"status": "not_ready", "checks": checks}

@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, or_, select, update
 
 from openmps.broadcast import BROADCAST_TARGET, PERIODS, PLATFORMS, expand, replay
 from openmps.channels.base import Outbound
-from openmps.dispatch import AnyJob, Dispatcher, Job, message_body, message_frame
+from openmps.dispatch import AnyJob, Dispatch, Job, message_body, message_frame
 from openmps.errors import BusinessError
 from openmps.review import REVIEW_PENDING, needs_review, review_rules
 from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO, NONE, WAITING_FOR_VERIFY, find
@@ -373,7 +373,7 @@ class Pushes:
     def __init__(
         self,
         store: Store,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatch,
         vendors: VendorSettings,
         *,
         max_expired_seconds: int,
@@ -427,7 +427,7 @@ class Pushes:
             vendor_jobs,
             len(jobs) - vendor_jobs,
         )
-        self._dispatcher.submit(jobs)
+        await self._dispatcher.submit(jobs)
         return task_id
 
     async def _intake_loop(self) -> None:
@@ -553,6 +553,17 @@ class Pushes:
         message_ids = {(a, k, t): m_id for a, k, t, m_id in message_rows}
         resolved = await _resolve(session, batch)
         routing = {a: await self._vendors.routing(a) for a in {e.app_pk for e in batch}}
+        # Whether a device is online matters only to a device with a vendor token whose app
+        # puts the own channel first.
+        online_set = await self._dispatcher.online_among(
+            {
+                device.device_pk
+                for (app_pk, _, _), (devices, _) in resolved.items()
+                if routing[app_pk][0] == "own_first"
+                for device in devices
+                if device.third_token
+            }
+        )
         rows: list[dict[str, Any]] = []
         owner_of: dict[int, tuple[int, str]] = {}  # message pk -> (push index, target)
         device_of: dict[tuple[int, int], DeviceRoute] = {}  # (message pk, device pk) -> device
@@ -565,7 +576,7 @@ class Pushes:
             routed = []
             for device in devices:
                 device_of[(message_pk, device.device_pk)] = device
-                online = self._dispatcher.is_online(device.device_pk)
+                online = device.device_pk in online_set
                 routed.append(
                     (
                         device.device_pk,
@@ -655,7 +666,7 @@ class Pushes:
                 .where(Delivery.message_pk == message.id, Delivery.final.is_(False))
                 .values(final=True, detail="revoked", updated_at=now)
             )
-        self._dispatcher.revoke([(d, i) for i, d in sent if d is not None])
+        await self._dispatcher.revoke([(d, i) for i, d in sent if d is not None])
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def task_status(self, task_id: int, *, app_pk: int | None) -> list[StatusRow] | None:
@@ -730,11 +741,13 @@ class Pushes:
         async with self._store.session() as session:
             return await vendor_jobs(session, Delivery.expires_at > now)
 
-    def _route(self, device: DeviceRoute, *, policy: str, configured: frozenset[str]) -> str:
-        online = self._dispatcher.is_online(device.device_pk)
-        return choose_route(device, policy=policy, configured=configured, online=online)
+    def _route(
+        self, device: DeviceRoute, *, policy: str, configured: frozenset[str], online: set[int]
+    ) -> str:
+        is_online = device.device_pk in online
+        return choose_route(device, policy=policy, configured=configured, online=is_online)
 
-    async def dispatch_task(self, task_pk: int) -> int:
+    async def dispatch_task(self, task_pk: int, *, vendors: bool = True) -> int:
         """Send what a stored task has pending: to its devices connected here, and through the
         vendors. Devices not connected get theirs when they connect. Returns the jobs made.
 
@@ -743,15 +756,20 @@ class Pushes:
         broadcast to a million devices with fifty thousand online reads fifty thousand rows.
         """
         now = datetime.now(UTC)
-        online = sorted(self._dispatcher.online_devices())
-        valid = (Message.task_pk == task_pk, Delivery.expires_at > now)
+        online = sorted(await self._dispatcher.online_devices())
         jobs: list[AnyJob] = []
         async with self._store.session() as session:
+            # By message pk, not by a join on the task: (message, device) is one index seek.
+            messages = list(
+                (await session.scalars(select(Message.id).where(Message.task_pk == task_pk))).all()
+            )
+            valid = (Delivery.message_pk.in_(messages), Delivery.expires_at > now)
             for at in range(0, len(online), ONLINE_CHUNK):
                 chunk = online[at : at + ONLINE_CHUNK]
                 jobs.extend(await own_jobs(session, *valid, Delivery.device_pk.in_(chunk)))
-            jobs.extend(await vendor_jobs(session, *valid))
-        self._dispatcher.submit(jobs)
+            if vendors:  # a broadcast knows whether any of its rows go to a vendor
+                jobs.extend(await vendor_jobs(session, *valid))
+        await self._dispatcher.submit(jobs)
         return len(jobs)
 
     async def revoke_task(self, app_pk: int, task_id: int) -> int:
@@ -776,7 +794,7 @@ class Pushes:
                 .where(Delivery.message_pk.in_(messages), Delivery.final.is_(False))
                 .values(final=True, detail="revoked", updated_at=now)
             )
-            online = sorted(self._dispatcher.online_devices())
+            online = sorted(await self._dispatcher.online_devices())
             sent: list[tuple[int, int]] = []
             for at in range(0, len(online), ONLINE_CHUNK):
                 rows = await session.execute(
@@ -786,7 +804,7 @@ class Pushes:
                     )
                 )
                 sent.extend((d, i) for d, i in rows.all() if d is not None)
-        self._dispatcher.revoke(sent)
+        await self._dispatcher.revoke(sent)
         stopped = int(getattr(result, "rowcount", 0) or 0)
         logger.info("task revoked: task=%d deliveries_stopped=%d", task_id, stopped)
         return stopped
@@ -805,6 +823,10 @@ class Pushes:
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=v.expired_seconds)
         policy, configured = await self._vendors.routing(app_pk)
+        # The own channel comes first for an online device only under own_first.
+        online: set[int] = set()
+        if policy == "own_first" and configured:
+            online = set(await self._dispatcher.online_devices())
         async with self._store.write() as session:
             first = await replay(session, app_pk, v.msg_key, v.payload, v.audience)
             if first is not None:
@@ -841,7 +863,7 @@ class Pushes:
                 },
             )
             assert message_pk is not None
-            targets = await expand(
+            targets, to_vendors = await expand(
                 session,
                 app_pk,
                 v.audience,
@@ -849,10 +871,10 @@ class Pushes:
                 status=WAITING_FOR_VERIFY if held else DEVICE_NOT_ONLINE,
                 expires=expires,
                 now=now,
-                route=partial(self._route, policy=policy, configured=configured),
+                route=partial(self._route, policy=policy, configured=configured, online=online),
             )
         expanded_s = time.monotonic() - started
-        sent = 0 if held else await self.dispatch_task(task_pk)
+        sent = 0 if held else await self.dispatch_task(task_pk, vendors=to_vendors > 0)
         logger.info(
             "broadcast accepted: task=%d devices=%d held=%s sent_now=%d expand_s=%.2f",
             task_pk,

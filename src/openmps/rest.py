@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmps.apps import KeyOwner, find_app
 from openmps.channels.registry import VENDORS
 from openmps.errors import BusinessError
+from openmps.ids import parse_id
 from openmps.push import BroadcastRequest, PushRequest, StatusRow
 from openmps.runtime import Runtime
 from openmps.templates import apply
@@ -606,9 +607,10 @@ async def message_status(
 )
 async def task_status(task_id: str, owner: OwnerDep, runtime: RuntimeDep) -> Any:
     """The status of every delivery of a task."""
+    number = parse_id(task_id)
     rows = None
-    if task_id.isdigit() and len(task_id) < 19:
-        rows = await runtime.pushes.task_status(int(task_id), app_pk=owner.app_pk)
+    if number is not None:
+        rows = await runtime.pushes.task_status(number, app_pk=owner.app_pk)
     if rows is None:
         return _not_found("unknown_task", f"this app has no task {task_id!r}")
     return {"task_id": task_id, "deliveries": _rows(rows)}
@@ -623,9 +625,10 @@ async def task_status(task_id: str, owner: OwnerDep, runtime: RuntimeDep) -> Any
 async def revoke_task(task_id: str, owner: OwnerDep, runtime: RuntimeDep) -> Any:
     """RevokePushTask: stop every message of a task of the last 7 days (a multiple push,
     a broadcast); devices that have them are told."""
-    if not (task_id.isdigit() and len(task_id) < 19):
+    number = parse_id(task_id)
+    if number is None:
         return _not_found("unknown_task", f"this app has no task {task_id!r}")
-    stopped = await runtime.pushes.revoke_task(owner.app_pk, int(task_id))
+    stopped = await runtime.pushes.revoke_task(owner.app_pk, number)
     return {"task_id": task_id, "stopped": stopped}
 
 

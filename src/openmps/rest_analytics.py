@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from openmps.analytics import Counts, Names, TaskEntry, page_of, task_number, to_ms
 from openmps.errors import BusinessError
+from openmps.ids import parse_id
 from openmps.rest import OwnerDep, RestError, RuntimeDep
 
 router = APIRouter(tags=["analytics"])
@@ -121,9 +122,10 @@ async def task_list(
 @router.get("/v1/analytics/tasks/{task_id}")
 async def task_detail(task_id: str, owner: OwnerDep, runtime: RuntimeDep) -> Any:
     """One task's numbers; ``end`` is when the last of its messages was pushed successfully."""
+    number = parse_id(task_id)
     detail = None
-    if task_id.isascii() and task_id.isdigit() and len(task_id) <= 18:
-        detail = await runtime.analytics.task_detail(owner.app_pk, int(task_id))
+    if number is not None:
+        detail = await runtime.analytics.task_detail(owner.app_pk, number)
     if detail is None:
         raise RestError(404, "unknown_task", f"this app has no task {task_id!r}")
     return {

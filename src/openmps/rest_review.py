@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from openmps.errors import BusinessError
+from openmps.ids import parse_id
 from openmps.rest import OwnerDep, RestError, RuntimeDep
 
 router = APIRouter(tags=["review"])
@@ -20,9 +21,10 @@ class RuleBody(BaseModel):
 
 
 def _task(task_id: str) -> int:
-    if not task_id.isdigit() or len(task_id) > 18:
+    number = parse_id(task_id)
+    if number is None:
         raise RestError(404, "task_not_found", f"this app has no task {task_id!r}")
-    return int(task_id)
+    return number
 
 
 def _refused(exc: BusinessError) -> RestError:

@@ -110,7 +110,9 @@ class Reviews:
                 await session.scalars(
                     select(Task)
                     .where(
-                        Task.app_pk == app_pk, Task.review.in_([REVIEW_PENDING, REVIEW_APPROVING])
+                        Task.app_pk == app_pk,
+                        Task.review.in_([REVIEW_PENDING, REVIEW_APPROVING]),
+                        Task.expires_at > datetime.now(UTC),  # expired: nothing left to decide
                     )
                     .order_by(Task.id)
                 )
@@ -193,6 +195,11 @@ class Reviews:
         task = await session.get(Task, task_id)
         if task is None or (app_pk is not None and task.app_pk != app_pk):
             raise _refusal("TASK_NOT_FOUND", f"this app has no task {task_id}")
+        if task.review in (REVIEW_PENDING, REVIEW_APPROVING) and task.expires_at <= now:
+            raise _refusal(
+                "NOT_PENDING",
+                f"task {task_id} expired before it was reviewed; its targets are final",
+            )
         allowed = [REVIEW_PENDING]
         if state in (REVIEW_APPROVED, REVIEW_REJECTED):
             allowed.append(REVIEW_APPROVING)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,8 @@ EXECUTED_STATUS = {PENDING: "0", EXECUTED: "1", CANCELLED: "2", MISSED: "3", FAI
 KIND_TYPES = {"simple": 0, "template": 1, "multiple": 2, "broadcast": 3}
 
 AnyRequest = PushRequest | BroadcastRequest
+
+MAX_OFFSET = 2**62  # a listing offset beyond this is past any end
 
 # Rows that fire: every row except the main row of a cyclic push.
 FIRES = or_(Schedule.strategy_type != CYCLIC, Schedule.unique_id != Schedule.parent_id)
@@ -177,8 +180,11 @@ class JobBook:
         """Jobs that fire (not the main rows of cycles), by fire time; (total, one page).
 
         ``unique_id`` of a cyclic push's main row lists its occurrences; any other job id
-        lists that job. ``start``/``end`` bound the fire time, both included.
+        lists that job. ``start``/``end`` bound the fire time, both included; an ``end``
+        before ``start`` is refused (3028). A page past the end is empty.
         """
+        if start is not None and end is not None and end < start:
+            raise invalid("EndTime is before StartTime")
         conditions = [Schedule.app_pk == app_pk, FIRES]
         if start is not None:
             conditions.append(Schedule.fire_at >= start)
@@ -189,20 +195,23 @@ class JobBook:
             conditions.append(Schedule.kind.in_(kinds))
         if unique_id is not None:
             conditions.append(or_(Schedule.unique_id == unique_id, Schedule.parent_id == unique_id))
+        offset = (page - 1) * page_size
         async with self._store.session() as session:
             total = await session.scalar(
                 select(func.count()).select_from(Schedule).where(*conditions)
             )
-            rows = (
-                await session.scalars(
-                    select(Schedule)
-                    .options(defer(Schedule.request))
-                    .where(*conditions)
-                    .order_by(Schedule.fire_at, Schedule.id)
-                    .offset((page - 1) * page_size)
-                    .limit(page_size)
-                )
-            ).all()
+            rows: Sequence[Schedule] = []
+            if offset < MAX_OFFSET:  # beyond, past any end (and past a BIGINT OFFSET)
+                rows = (
+                    await session.scalars(
+                        select(Schedule)
+                        .options(defer(Schedule.request))
+                        .where(*conditions)
+                        .order_by(Schedule.fire_at, Schedule.id)
+                        .offset(offset)
+                        .limit(page_size)
+                    )
+                ).all()
         return int(total or 0), [ScheduledJob.of(row) for row in rows]
 
     async def get(
@@ -231,8 +240,9 @@ class JobBook:
         """Cancel jobs, all or none; how many occurrences will now not fire.
 
         Cancelling a cyclic push's main row cancels every occurrence still pending (those
-        already sent stay as they are). An id of no job of this app, or of a job that is no
-        longer pending, refuses the whole request (UnknownJob, JobNotPending).
+        already sent stay as they are); the main row then becomes "cancelled" if every
+        occurrence was cancelled, else "executed". An id of no job of this app, or of a job
+        that is no longer pending, refuses the whole request (UnknownJob, JobNotPending).
         """
         wanted = list(dict.fromkeys(uid.strip() for uid in unique_ids if uid.strip()))
         if not wanted:
@@ -268,10 +278,13 @@ class JobBook:
                         .values(state=CANCELLED, detail=detail)
                     )
                     cancelled += rowcount(result)
+                values: dict[str, Any] = {"detail": detail}
+                if not job.is_cycle:  # a cycle's main row: its state is close_cycles' (below)
+                    values["state"] = CANCELLED
                 result = await session.execute(
                     update(Schedule)
                     .where(Schedule.unique_id == unique_id, Schedule.state == PENDING)
-                    .values(state=CANCELLED, detail=detail)
+                    .values(**values)
                 )
                 if rowcount(result) != 1:  # fired (or cancelled) since we read it
                     raise JobNotPending(unique_id, EXECUTED)

@@ -283,5 +283,7 @@ def _integer(value: object) -> int | None:
 
 
 def _shown(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    # A lone surrogate ("\\ud800" in StrategyContent) is shown as its escape: raw, it would
+    # make the refusal itself impossible to send (UTF-8 cannot encode it).
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()
     return text if len(text) <= 60 else text[:60] + "..."

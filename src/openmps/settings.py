@@ -4,6 +4,7 @@ TOML file (``OPENMPS_CONFIG``), then the defaults written here. CLI options over
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +16,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+ROLES = ("api", "gateway", "worker", "scheduler")
+"""What a process can run; ``openmps serve`` runs all four unless told otherwise."""
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # as openmps.cluster.redis checks
 
 
 class _ConfigFileMissing(ValueError):
@@ -74,10 +80,72 @@ class Settings(BaseSettings):
         description="IANA zone of a cyclic push's `time` when its StrategyContent has no timeZone",
     )
 
+    # Scale-out (docs/scale-out.md)
+    role: str = Field(
+        ",".join(ROLES),
+        description="what this process runs: api, gateway, worker, scheduler, comma-separated",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis of a scaled-out deployment; unset: one process, no Redis"
+    )
+    redis_prefix: str = Field("openmps", description="start of every Redis key and channel")
+    node_id: str | None = Field(
+        None, description="this process in Redis; unset: <host>-<pid>-<random>"
+    )
+    presence_ttl_s: float = Field(
+        30.0, gt=0, description="a dead node's devices and claims are given up after this"
+    )
+    dispatch_stream_maxlen: int = Field(1_000_000, ge=1, description="dispatch stream bound")
+    dispatch_reclaim_idle_s: float = Field(
+        60.0, gt=0, description="a worker takes over stream entries pending this long"
+    )
+    recovery_after_s: float = Field(
+        30.0, gt=0, description="pending deliveries this long without progress are sent again"
+    )
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="on stop, longest wait for work in progress before handing back"
+    )
+    ops_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="/healthz, /readyz and /metrics of a process without the api role",
+    )
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _known_roles(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            value = ",".join(str(part) for part in value)
+        if not isinstance(value, str):
+            return value
+        given = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(given) - set(ROLES))
+        if unknown or not given:
+            raise ValueError(
+                f"roles are {', '.join(ROLES)}, comma-separated (for example api,gateway); "
+                f"unknown: {', '.join(unknown) or 'none given'}"
+            )
+        return ",".join(role for role in ROLES if role in given)
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _usable_prefix(cls, value: str) -> str:
+        if not _NAME_RE.fullmatch(value):
+            raise ValueError("use 1 to 64 letters, digits, '_', '.' or '-', starting with one")
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _usable_node(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME_RE.fullmatch(value):
+            raise ValueError("use 1 to 64 letters, digits, '_', '.' or '-', starting with one")
+        return value
 
     @field_validator("data_dir")
     @classmethod
@@ -94,6 +162,17 @@ class Settings(BaseSettings):
                 "not an IANA time zone name (such as Asia/Shanghai, Europe/Berlin or UTC)"
             ) from None
         return value
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles this process runs."""
+        return frozenset(self.role.split(","))
+
+    @property
+    def scaled(self) -> bool:
+        """Scaled out: shares work with other processes through Redis (redis_url set, or a
+        process that does not run every role)."""
+        return self.redis_url is not None or self.roles != frozenset(ROLES)
 
     @property
     def sqlalchemy_url(self) -> str:

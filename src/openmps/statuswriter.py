@@ -15,7 +15,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, func, update
+from sqlalchemy import Table, bindparam, case, func, update
 
 from openmps.statuses import ACKED
 from openmps.store import Delivery, Device, Store
@@ -49,22 +49,28 @@ class StatusWriter:
         self._stopping = False
         # Status changes and receipts (not sent_at) written since start (tests and metrics).
         self.written = 0
+        self._changes = 0  # changes of any kind handed over since start
+        self._durable = 0  # of those, how many are known to be written (see sync)
+        self._flushed = asyncio.Event()  # set, and replaced, after each successful flush
 
     def ack(self, delivery_id: int, device_pk: int) -> None:
         """Record that ``device_pk`` acked ``delivery_id``; the write checks ownership."""
         self._acks.setdefault((delivery_id, device_pk), datetime.now(UTC))
+        self._changes += 1
         if len(self._acks) >= self._flush_max:
             self._wake.set()
 
     def opened(self, delivery_id: int, device_pk: int) -> None:
         """Record that the user opened the notification (``deliveries.opened_at``)."""
         self._opens.setdefault((delivery_id, device_pk), datetime.now(UTC))
+        self._changes += 1
         if len(self._opens) >= self._flush_max:
             self._wake.set()
 
     def ignored(self, delivery_id: int, device_pk: int) -> None:
         """Record that the user dismissed the notification (``deliveries.ignored_at``)."""
         self._ignores.setdefault((delivery_id, device_pk), datetime.now(UTC))
+        self._changes += 1
         if len(self._ignores) >= self._flush_max:
             self._wake.set()
 
@@ -74,6 +80,7 @@ class StatusWriter:
         key = (delivery_id, device_pk)
         if key not in self._sent:
             self._sent[key] = datetime.now(UTC)
+            self._changes += 1
             if len(self._sent) >= self._flush_max:
                 self._wake.set()
 
@@ -90,20 +97,38 @@ class StatusWriter:
         """Record a vendor channel's outcome for a delivery (the latest one wins)."""
         at = datetime.now(UTC)
         self._outcomes[delivery_id] = (status_channel, code, final, detail, attempts, at)
+        self._changes += 1
         if len(self._outcomes) >= self._flush_max:
             self._wake.set()
 
     def drop_token(self, device_pk: int, token: str) -> None:
         """Forget a device's vendor token that the vendor called dead (if it is still that)."""
         self._dropped[(device_pk, token)] = None
+        self._changes += 1
 
     def seen(self, device_pk: int) -> None:
         """Record that the device connected now (its ``last_seen_at``)."""
         self._seen[device_pk] = datetime.now(UTC)
+        self._changes += 1
 
     def is_acked(self, delivery_id: int, device_pk: int) -> bool:
         """True while ``device_pk``'s ack for this delivery waits to be written."""
         return (delivery_id, device_pk) in self._acks
+
+    async def sync(self) -> None:
+        """Return once every change handed over before this call is written to the store.
+
+        Waits for the flush loop (woken at once); a failed flush is retried by the loop, and
+        this keeps waiting. Without the loop running, flushes itself.
+        """
+        target = self._changes
+        while self._durable < target:
+            if self._task is None or self._task.done():
+                await self.flush()
+                continue
+            done = self._flushed
+            self._wake.set()
+            await done.wait()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="status-writer")
@@ -130,6 +155,7 @@ class StatusWriter:
 
     async def flush(self) -> None:
         """Write what is waiting in one transaction; on failure the changes are kept."""
+        mark = self._changes  # every change up to here is in the dicts taken next
         acks, self._acks = self._acks, {}
         opens, self._opens = self._opens, {}
         ignores, self._ignores = self._ignores, {}
@@ -138,6 +164,7 @@ class StatusWriter:
         outcomes, self._outcomes = self._outcomes, {}
         dropped, self._dropped = self._dropped, {}
         if not (acks or opens or ignores or sent or seen or outcomes or dropped):
+            self._mark_durable(mark)
             return
         # A message sent and acked within one batch (the usual case on a live link) gets its
         # sent_at from the ack's UPDATE: one statement per delivery, not two.
@@ -156,7 +183,11 @@ class StatusWriter:
                             status_channel=ACKED.channel.value,
                             code=ACKED.code,
                             final=True,
-                            detail=None,
+                            # A revoked message that arrived anyway keeps saying it was revoked.
+                            detail=case(
+                                (_DELIVERIES.c.detail == "revoked", _DELIVERIES.c.detail),
+                                else_=None,
+                            ),
                             acked_at=bindparam("b_at"),
                             updated_at=bindparam("b_at"),
                             sent_at=func.coalesce(
@@ -249,6 +280,7 @@ class StatusWriter:
                     kept.setdefault(key, value)
             raise
         self.written += len(acks) + len(opens) + len(ignores) + len(outcomes)
+        self._mark_durable(mark)
         logger.debug(
             "status flush: %d acks, %d opens, %d ignores, %d sent",
             len(acks),
@@ -256,3 +288,9 @@ class StatusWriter:
             len(ignores),
             len(sent),
         )
+
+    def _mark_durable(self, mark: int) -> None:
+        # Changes up to ``mark`` are written: wake whoever waits in sync().
+        self._durable = max(self._durable, mark)
+        done, self._flushed = self._flushed, asyncio.Event()
+        done.set()

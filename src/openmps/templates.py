@@ -26,6 +26,7 @@ from sqlalchemy import Select, delete, false, func, select
 from sqlalchemy.exc import IntegrityError
 
 from openmps.errors import BusinessError
+from openmps.ids import parse_id
 from openmps.push import BroadcastRequest, PushRequest, TargetContent
 from openmps.store import Store, Template
 
@@ -40,6 +41,7 @@ MAX_URLS_CHARS = 2048  # IconUrls, ImageUrls
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 MAX_OFFSET = 2**62
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # ShowStyle: the column is a 32-bit INTEGER
 GMT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # GmtCreate / GmtModified: UTC, as x-acs-date
 
 
@@ -219,6 +221,12 @@ def _check_spec(spec: TemplateSpec) -> TemplateSpec:
         raise BusinessError(
             3028, "INVALID_PARAM", f"JumpAction must be 0 or 1, got {spec.jump_action}"
         )
+    if spec.show_style is not None and not INT32_MIN <= spec.show_style <= INT32_MAX:
+        raise BusinessError(
+            3028,
+            "INVALID_PARAM",
+            f"ShowStyle must be from {INT32_MIN} to {INT32_MAX} (32 bits), got {spec.show_style}",
+        )
     return replace(
         spec,
         name=name,
@@ -357,12 +365,8 @@ def _lookup(app_pk: int, template_id: str | None, name: str | None) -> Select[Te
         raise BusinessError(3037, "TEMPLATE_NAME_NULL", "TemplateId or TemplateName is required")
     query = select(Template).where(Template.app_pk == app_pk)
     if template_id is not None:
-        text = template_id.strip()
-        # An id that is no number names no template; the bound keeps it within BIGINT.
-        if not text.isdecimal() or len(text) > 18:
-            query = query.where(false())
-        else:
-            query = query.where(Template.id == int(text))
+        number = parse_id(template_id)  # an id that is no number names no template
+        query = query.where(false() if number is None else Template.id == number)
     if name is not None:
         query = query.where(Template.name == name)
     return query

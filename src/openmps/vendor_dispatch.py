@@ -44,6 +44,11 @@ class VendorJob:
 
 
 ConfigLoader = Callable[[int, str], Awaitable[ChannelConfig | None]]
+# Scale-out hooks (openmps.scaleout.worker): a guard gets each batch right before it is sent
+# and returns the jobs that may still go (the others are dropped, unsent and unrecorded);
+# on_record hears of every status handed to the writer, with whether it is final.
+SendGuard = Callable[[list[VendorJob]], Awaitable[list[VendorJob]]]
+RecordHook = Callable[[VendorJob, bool], None]
 
 
 class VendorDispatcher:
@@ -56,6 +61,8 @@ class VendorDispatcher:
         max_attempts: int,
         backoff_base_s: float,
         backoff_max_s: float,
+        guard: SendGuard | None = None,
+        on_record: RecordHook | None = None,
     ) -> None:
         if concurrency <= 0:
             raise ConfigError(
@@ -76,7 +83,12 @@ class VendorDispatcher:
         # (app, vendor) -> (channel, the settings it was built from, when they were read)
         self._channels: dict[tuple[int, str], tuple[VendorChannel, ChannelConfig, float]] = {}
         self._workers: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()  # retries waiting for their time
+        # Retries waiting for their time, with the job each one will submit again.
+        self._timers: dict[asyncio.TimerHandle, VendorJob] = {}
+        self._guard = guard  # None: every batch may go
+        self._on_record = on_record  # None: nobody is told
+        self._in_flight = 0  # batches being sent now
+        self._halted = False  # stopping without sending what is queued
         self._closing: set[asyncio.Task[None]] = set()  # replaced channels being closed
         self.sent = 0  # deliveries handed to vendors since start
         self.metrics = VendorMetrics()  # call durations and final outcomes, for /metrics
@@ -87,18 +99,38 @@ class VendorDispatcher:
             for i in range(self._concurrency)
         ]
 
-    async def stop(self) -> None:
-        """Stop sending; what is queued or waiting for a retry stays pending in the store."""
+    async def stop(self, *, finish_queued: bool = True) -> tuple[list[VendorJob], list[VendorJob]]:
+        """Stop sending; what is waiting for a retry stays pending in the store.
+
+        Batches being sent are finished first, and, with ``finish_queued``, every delivery
+        already queued is sent too; without it those are left. Returns the jobs handed back:
+        those left queued, and those that were waiting for a retry's time.
+        """
+        self._halted = not finish_queued
+        retrying = list(self._timers.values())
         for timer in self._timers:
             timer.cancel()
+        self._timers.clear()
         for _ in self._workers:
             await self._ready.put(None)
         await asyncio.gather(*self._workers, return_exceptions=True)
         for channel, _, _ in self._channels.values():
             await channel.close()
-        left = sum(len(q) for q in self._waiting.values())
-        if left:
-            logger.info("vendor dispatch stopped: %d deliveries handed back to the store", left)
+        queued = [job for queue in self._waiting.values() for job in queue]
+        for queue in self._waiting.values():
+            queue.clear()
+        if queued or retrying:
+            logger.info(
+                "vendor dispatch stopped: %d deliveries handed back to the store",
+                len(queued) + len(retrying),
+            )
+        return queued, retrying
+
+    @property
+    def busy(self) -> bool:
+        """True while a delivery is queued or being sent (not counting those waiting for a
+        retry's time)."""
+        return self._in_flight > 0 or self.queued > 0
 
     @property
     def queued(self) -> int:
@@ -129,7 +161,7 @@ class VendorDispatcher:
     async def _work(self) -> None:
         while True:
             key = await self._ready.get()
-            if key is None:
+            if key is None or self._halted:
                 return
             queue = self._waiting.get(key)
             if not queue:
@@ -150,7 +182,11 @@ class VendorDispatcher:
                 self._ready.put_nowait(key)  # more waiting: another worker may take it
             else:
                 self._scheduled.discard(key)
-            await self._send(channel, batch)
+            self._in_flight += 1
+            try:
+                await self._send(channel, batch)
+            finally:
+                self._in_flight -= 1
 
     async def _channel(self, app_pk: int, vendor: str) -> VendorChannel:
         """The app's channel, rebuilt when its stored settings changed (checked every 5 s)."""
@@ -181,6 +217,15 @@ class VendorDispatcher:
                 self._record(job, job.last, final=True, detail="expired")
             else:
                 live.append(job)
+        if live and self._guard is not None:
+            try:
+                live = await self._guard(live)
+            except Exception:
+                # Not known to be ours still: do not send now; try again after a backoff.
+                logger.exception("vendor %s: claim check failed for %d", channel.name, len(live))
+                for job in live:
+                    self._retry(job, None, job.last, "claim check failed")
+                return
         if not live:
             return
         started = time.perf_counter()
@@ -245,11 +290,11 @@ class VendorDispatcher:
 
         def due() -> None:
             if timer is not None:
-                self._timers.discard(timer)
+                self._timers.pop(timer, None)
             self.submit([job])
 
         timer = loop.call_later(delay, due)
-        self._timers.add(timer)
+        self._timers[timer] = job
 
     def _record(self, job: VendorJob, status: Status, *, final: bool, detail: str | None) -> None:
         if final:
@@ -262,3 +307,5 @@ class VendorDispatcher:
             detail=detail,
             attempts=job.attempts,
         )
+        if self._on_record is not None:
+            self._on_record(job, final)

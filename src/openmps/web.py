@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openmps import __version__
 from openmps.errors import BusinessError
 from openmps.mps.api import router as mps_router
+from openmps.mps.form import json_leaves, lone_surrogate, not_unicode
 from openmps.ops import router as ops_router
 from openmps.rest import TAGS, RestError, business_error_handler, rest_error_handler
 from openmps.rest import router as rest_router
@@ -72,20 +75,96 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
-        body = json.dumps(
-            {"error": "body_too_large", "message": f"request bodies are limited to {limit} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request bodies are limited to {limit} bytes"
+        await _send_json(send, 413, {"error": "body_too_large", "message": message})
+
+
+class JsonCheck:
+    """Refuse with 422 ``invalid_json`` a ``/v1`` JSON body that Python's decoder reads but
+    that the API can neither store nor answer: a lone UTF-16 surrogate (``"\\ud800"``) in a
+    key or a string, ``NaN``, ``Infinity``, ``-Infinity``, or a number out of the range of a
+    float (``1e400``). A body that is not JSON is left to FastAPI, which answers as it does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path != "/v1" and not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left, or BodyLimit refused the body (and answered 413)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        problem = json_problem(body) if body else None
+        if problem is not None:
+            await _send_json(send, 422, {"error": "invalid_json", "message": problem})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class _NotFinite:
+    """What ``json.loads`` reads as a float that is not finite: ``NaN``, ``Infinity`` or
+    ``-Infinity`` (not JSON at all), or a number out of range (``1e400``), as written."""
+
+    def __init__(self, text: str, *, constant: bool = True) -> None:
+        self.text = text
+        self.constant = constant
+
+
+def _finite(text: str) -> float | _NotFinite:
+    number = float(text)
+    return number if math.isfinite(number) else _NotFinite(text, constant=False)
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why the API refuses a JSON body (see :class:`JsonCheck`); None when it does not, or
+    when the body is not JSON."""
+    try:
+        value = json.loads(body, parse_constant=_NotFinite, parse_float=_finite)
+    except (ValueError, RecursionError):
+        return None
+    for where, leaf, is_key in json_leaves(value):
+        name = where or "the body"
+        if isinstance(leaf, _NotFinite) and leaf.constant:
+            return f"{name} is {leaf.text}, which is not JSON; send a finite number"
+        if isinstance(leaf, _NotFinite):
+            shown = leaf.text if len(leaf.text) <= 40 else leaf.text[:40] + "..."
+            return f"{name} is {shown}, a number out of the range of a double (about 1.8e308)"
+        bad = lone_surrogate(leaf) if isinstance(leaf, str) else None
+        if bad is not None:
+            return not_unicode(name, bad, is_key=is_key)
+    return None
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def build_app(runtime: Runtime) -> FastAPI:
@@ -98,7 +177,8 @@ def build_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
-    app.add_middleware(BodyLimit)
+    app.add_middleware(JsonCheck)
+    app.add_middleware(BodyLimit)  # added last, so it runs first: JsonCheck reads within it
     app.add_exception_handler(RestError, rest_error_handler)
     app.add_exception_handler(BusinessError, business_error_handler)
     app.include_router(mps_router)

@@ -2,10 +2,10 @@
 
 :class:`DispatchStream` is read through one consumer group, so each entry goes to exactly one
 worker; a worker that dies holding entries loses them to a live one through
-:meth:`DispatchStream.reclaim`. Entries are small JSON objects naming what to do, for example
-``{"kind": "task", "task": 123}`` or ``{"kind": "vendor", "delivery": 456}``; the worker reads
-the rest from the store and checks the delivery is still pending, so an entry handled twice
-(reclaimed from a slow worker, or published again) does no harm.
+:meth:`DispatchStream.reclaim`. Entries are small JSON objects naming what to do; the runtime
+publishes ``{"kind": "vendor", "deliveries": [456, 457]}`` (openmps.scaleout.worker). The
+worker reads the rest from the store and claims each delivery there before sending it, so an
+entry handled twice (reclaimed from a slow worker, or published again) does no harm.
 
 Frames for devices travel the other way, to gateway nodes: see :mod:`openmps.cluster.routing`.
 """

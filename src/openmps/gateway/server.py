@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Coroutine
 from http import HTTPStatus
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -40,6 +40,18 @@ class _Close(Exception):
         self.code = code
         self.error = error
         self.message = message
+
+
+class LinkEvents(Protocol):
+    """Told when a device's link opens and closes (scaled out: presence in Redis)."""
+
+    async def opened(self, device_pk: int) -> None:
+        """The device's link is in the hub; its pending deliveries are read next."""
+        ...
+
+    async def closed(self, device_pk: int) -> None:
+        """The device has no link here any more."""
+        ...
 
 
 class TokenBucket:
@@ -76,6 +88,7 @@ class Gateway:
         max_frame_bytes: int,
         rate_per_s: float,
         rate_burst: int,
+        events: LinkEvents | None = None,
     ) -> None:
         self.hub = hub
         self._devices = devices
@@ -86,6 +99,7 @@ class Gateway:
         self._max_frame_bytes = max_frame_bytes
         self._rate_per_s = rate_per_s
         self._rate_burst = rate_burst
+        self._events = events  # None: nobody outside this process needs to know
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()  # fire-and-forget work, kept alive
 
@@ -130,6 +144,15 @@ class Gateway:
         self._server.close(close_connections=True)
         await self._server.wait_closed()
 
+    def drop(self, device_pk: int) -> bool:
+        """Close the device's link here because it connected elsewhere (4009 replaced)."""
+        link = self.hub.get(device_pk)
+        if link is None:
+            return False
+        self.hub.detach(link)
+        self._spawn(_close_replaced(link))
+        return True
+
     async def _session(self, ws: ServerConnection) -> None:
         started = time.monotonic()
         link: Link | None = None
@@ -140,6 +163,9 @@ class Gateway:
             replaced = self.hub.attach(link)
             if replaced is not None:
                 self._spawn(_close_replaced(replaced))
+            if self._events is not None:
+                # Before the pending read: a push stored after that read finds the device here.
+                await self._events.opened(device_pk)
             await ws.send(
                 json.dumps(
                     {
@@ -173,6 +199,8 @@ class Gateway:
         finally:
             if link is not None:
                 self.hub.detach(link)
+                if self._events is not None and self.hub.get(link.device_pk) is None:
+                    await self._events.closed(link.device_pk)
                 logger.info(
                     "device disconnected: device=%d frames=%d seconds=%.1f",
                     link.device_pk,
@@ -185,7 +213,7 @@ class Gateway:
             raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
         except TimeoutError:
             raise _Close(4001, "hello_timeout", "no hello within 10 s") from None
-        frame = _parse(raw)
+        frame = _parse(raw, 4001, "bad_hello")
         if frame is None or frame.get("type") != "hello":
             raise _Close(4001, "bad_hello", "the first frame must be a hello")
         version = frame.get("v")
@@ -202,7 +230,7 @@ class Gateway:
         return device_pk
 
     async def _handle(self, ws: ServerConnection, device_pk: int, raw: str | bytes) -> None:
-        frame = _parse(raw)
+        frame = _parse(raw, 4004, "bad_frame")
         kind = frame.get("type") if frame is not None else None
         if frame is None or kind not in _DEVICE_FRAMES:
             raise _Close(
@@ -246,12 +274,27 @@ def _whole_as_int(value: float) -> float:
     return int(value) if float(value).is_integer() else value
 
 
-def _parse(raw: str | bytes) -> dict[str, Any] | None:
-    """Decode a frame to a JSON object, None if it is not one; binary frames end the session."""
+def _parse(raw: str | bytes, code: int, error: str) -> dict[str, Any] | None:
+    """Decode a frame to a JSON object, None if it is not one; binary frames end the session.
+
+    JSON nested too deeply for the decoder, or holding a lone surrogate (``"\\ud800"``, text
+    that cannot be stored or logged), ends it with ``code`` and ``error`` (4001 ``bad_hello``
+    for the first frame, else 4004 ``bad_frame``).
+    """
     if isinstance(raw, bytes):
         raise _Close(1003, "binary_frame", "binary frames are not supported; send JSON text")
     try:
         frame = json.loads(raw)
+        json.dumps(frame, ensure_ascii=False).encode()  # fails on a lone surrogate anywhere
+    except RecursionError:
+        raise _Close(code, error, "the frame is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise _Close(
+            code,
+            error,
+            "the frame is not valid Unicode: it holds a lone surrogate (a \\uD800 to \\uDFFF "
+            "escape that is not half of a surrogate pair)",
+        ) from None
     except ValueError:
         return None
     return frame if isinstance(frame, dict) else None

@@ -4,6 +4,7 @@ action's answer is named by its family (openmps.mps.call)."""
 from __future__ import annotations
 
 from openmps.errors import BusinessError
+from openmps.ids import parse_id
 from openmps.mps.analytics_actions import HANDLERS as ANALYTICS_HANDLERS
 from openmps.mps.call import Call, Handler, app_of
 from openmps.mps.form import get_int, get_str, json_map
@@ -120,9 +121,10 @@ async def revoke_push_task(call: Call) -> str:
     app_pk = app_of(call)
     task_id = get_str(call.form, "TaskId", required=True)
     assert task_id is not None
-    if not task_id.isdigit() or len(task_id) > 18:
+    number = parse_id(task_id)
+    if number is None:
         raise BusinessError(3028, "INVALID_PARAM", f"this app has no task {task_id}")
-    stopped = await call.runtime.pushes.revoke_task(app_pk, int(task_id))
+    stopped = await call.runtime.pushes.revoke_task(app_pk, number)
     return str(stopped)
 
 

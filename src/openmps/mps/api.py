@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from openmps.apps import KeyOwner
-from openmps.errors import ApiError, BusinessError, NotSupportedError
+from openmps.errors import ApiError, BusinessError
 from openmps.mps import signature
-from openmps.mps.actions import HANDLERS, MPS_ACTIONS
+from openmps.mps.actions import HANDLERS
 from openmps.mps.call import Call, failure, success
 from openmps.mps.form import parse_form
 from openmps.runtime import Runtime
@@ -49,8 +49,6 @@ async def mps_entry(request: Request) -> JSONResponse:
         body = await request.body()
         owner = await _authenticate(runtime, request, body)
         if action not in HANDLERS:
-            if action in MPS_ACTIONS:
-                raise NotSupportedError(action)
             raise ApiError(
                 404,
                 "InvalidAction.NotFound",
@@ -105,7 +103,7 @@ async def _authenticate(runtime: Runtime, request: Request, body: bytes) -> KeyO
         now=datetime.now(UTC),
         window_s=runtime.settings.signature_window_s,
     )
-    runtime.nonces.remember(
+    await runtime.nonces.remember(
         auth.access_key_id, headers.get("x-acs-signature-nonce", ""), time.time()
     )
     return owner

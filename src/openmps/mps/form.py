@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -94,15 +94,18 @@ def unflatten(form: Mapping[str, str], key: str) -> Any:
     ``[`` and is valid JSON, and returned as the string otherwise. Otherwise the value is
     rebuilt from the ``key.a.b=v`` entries: leaves are strings, and a level whose segments
     are all decimal numbers becomes a list ordered by those 1-based indexes (gaps close up).
-    Returns ``None`` when neither form is present.
+    Returns ``None`` when neither form is present. Decoded JSON with a lone surrogate is
+    refused (3028, see :func:`_check_unicode`).
     """
     if key in form:
         value = form[key]
         if _looks_like_json(value):
             try:
-                return json.loads(value)
+                decoded = json.loads(value)
             except (ValueError, RecursionError):
                 return value
+            _check_unicode(decoded, key)
+            return decoded
         return value
 
     prefix = key + "."
@@ -159,6 +162,54 @@ def _finish_value(value: Any, path: str) -> Any:
     return value
 
 
+def lone_surrogate(text: str) -> str | None:
+    """The first lone UTF-16 surrogate of ``text`` (None when it is valid Unicode): what a
+    JSON escape such as ``"\\ud800"`` that is not half of a pair decodes to."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
+
+
+def json_leaves(value: Any, where: str = "") -> Iterator[tuple[str, Any, bool]]:
+    """Every key and every leaf (not a dict or list) of a decoded JSON value in document
+    order, as (where, key or leaf, is_key); ``where`` grows ``.name`` and ``.n`` (lists from
+    1). Iterative: the value may be nested as deeply as ``json.loads`` allows."""
+    pending: list[tuple[str, Any]] = [(where, value)]
+    while pending:
+        where, node = pending.pop()
+        prefix = f"{where}." if where else ""
+        if isinstance(node, dict):
+            yield from ((where, name, True) for name in node)
+            pending.extend((f"{prefix}{name}", child) for name, child in reversed(node.items()))
+        elif isinstance(node, list):
+            numbered = list(enumerate(node, start=1))
+            pending.extend((f"{prefix}{n}", child) for n, child in reversed(numbered))
+        else:
+            yield where, node, False
+
+
+def not_unicode(where: str, surrogate: str, *, is_key: bool) -> str:
+    """The detail of a refusal of a lone surrogate (MPS 3028, REST 422 ``invalid_json``)."""
+    shown = where if len(where) <= 2 * _MAX_SHOWN else where[: 2 * _MAX_SHOWN] + "..."
+    return (
+        f"{shown} {'has a key that is' if is_key else 'is'} not valid Unicode (a lone surrogate "
+        f"\\u{ord(surrogate):04x}: a \\uD800 to \\uDFFF escape that is not half of a "
+        "surrogate pair)"
+    )
+
+
+def _check_unicode(value: Any, field: str) -> None:
+    """Refuse (3028) a decoded JSON value holding a lone surrogate in a key or a string at any
+    depth: such text can be neither stored nor sent. The detail says where
+    (``TargetMsg.1.Target``)."""
+    for where, leaf, is_key in json_leaves(value, field):
+        bad = lone_surrogate(leaf) if isinstance(leaf, str) else None
+        if bad is not None:
+            raise _invalid(not_unicode(where, bad, is_key=is_key))
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -199,8 +250,9 @@ def json_map(
     Returns ``None`` when the field is absent or blank. Values must be strings, numbers or
     booleans; numbers and booleans become their JSON spelling (``1``, ``2.5``, ``true``).
     Typographic quotes (“ ”) are not normalised: such a value is refused with a detail that
-    says to use ASCII double quotes. More than ``max_keys`` keys raises ``code_too_many`` /
-    ``name_too_many``; every other problem raises 3028 ``INVALID_PARAM``.
+    says to use ASCII double quotes, and so is a lone surrogate (see :func:`_check_unicode`).
+    More than ``max_keys`` keys raises ``code_too_many`` / ``name_too_many``; every other
+    problem raises 3028 ``INVALID_PARAM``.
     """
     text = form.get(key)
     if text is None or not text.strip():
@@ -220,6 +272,7 @@ def json_map(
         raise _invalid(f"{what}: {exc}") from None
     except RecursionError:
         raise _invalid(f"{what}: it is nested too deeply") from None
+    _check_unicode(decoded, key)
     if not isinstance(decoded, dict):
         raise _invalid(f"{what}: got a JSON {_json_type(decoded)}")
     out: dict[str, str] = {}

@@ -49,8 +49,6 @@ async def _query(call: Call, *, times_required: bool) -> dict[str, Any]:
     app_pk = app_of(call)
     start = _time(call, "StartTime", required=times_required)
     end = _time(call, "EndTime", required=times_required)
-    if start is not None and end is not None and end < start:
-        raise invalid("EndTime is before StartTime")
     push_type = get_int(call.form, "Type", required=False)
     if push_type is not None and push_type not in KIND_TYPES.values():
         raise invalid(

@@ -12,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,7 +41,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+MIGRATION_LOCK = 0x6F6D7073  # PostgreSQL advisory lock key held while migrating ("omps")
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Scaled out, many processes start at once on one database: one migrates, the others
+        # wait here (the lock ends with the transaction) and then find the schema at head.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -81,7 +88,10 @@ class Store:
                         f"{os.strerror(exc.errno) if exc.errno else exc}. Pass a writable "
                         "directory with --data-dir."
                     ) from None
-        engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        # hide_parameters: an error text never carries the tokens a statement was given.
+        engine = create_async_engine(
+            url, pool_pre_ping=not url.startswith("sqlite"), hide_parameters=True
+        )
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:

@@ -188,14 +188,14 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        Index("ix_deliveries_device_pending", "device_pk", "final"),
+        Index("ix_deliveries_device_pending", "device_pk", "final", "expires_at"),
+        Index("ix_deliveries_message_device", "message_pk", "device_pk"),
         Index("ix_deliveries_pending_expiry", "final", "expires_at"),
+        Index("ix_deliveries_pending_route", "final", "route", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    message_pk: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), index=True
-    )
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     device_pk: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
     # How it goes out: "own" (the device gateway) or a vendor channel (issue 3).
     route: Mapped[str] = mapped_column(String(16))
@@ -214,6 +214,10 @@ class Delivery(Base):
     # Receipts for analytics: written to the device (own channel) and dismissed by the user.
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ignored_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Scale-out only (docs/scale-out.md): the worker node sending this vendor delivery now,
+    # and when it claimed it or last checked the claim before a send. NULL in one process.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Template(Base):

@@ -75,9 +75,22 @@ def upgrade() -> None:
     op.create_index("ix_tasks_app_created", "tasks", ["app_pk", "created_at"])
     op.create_index("ix_messages_app_created", "messages", ["app_pk", "created_at"])
     op.create_index("ix_devices_app_platform", "devices", ["app_pk", "platform"])
+    # What a device has pending is read on every connect: with expires_at in this index, the
+    # planner takes it rather than scanning every pending delivery (a broadcast's million).
+    op.drop_index("ix_deliveries_device_pending", "deliveries")
+    op.create_index(
+        "ix_deliveries_device_pending", "deliveries", ["device_pk", "final", "expires_at"]
+    )
+    # A task's deliveries to the devices connected now (broadcast, approval): one seek each.
+    op.drop_index("ix_deliveries_message_pk", "deliveries")
+    op.create_index("ix_deliveries_message_device", "deliveries", ["message_pk", "device_pk"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_message_device", "deliveries")
+    op.create_index("ix_deliveries_message_pk", "deliveries", ["message_pk"])
+    op.drop_index("ix_deliveries_device_pending", "deliveries")
+    op.create_index("ix_deliveries_device_pending", "deliveries", ["device_pk", "final"])
     op.drop_index("ix_devices_app_platform", "devices")
     op.drop_index("ix_messages_app_created", "messages")
     op.drop_index("ix_tasks_app_created", "tasks")
