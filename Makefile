@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/openmps serve
 
+# The SQLite suite: needs nothing running. The scale-out tests need PostgreSQL and Redis.
 test: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not scale"
 
+# The whole suite on PostgreSQL, with the scale-out tests (Redis at 127.0.0.1:6379 too).
 test-postgres: $(STAMP)
 	OPENMPS_TEST_DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest
 

@@ -29,6 +29,9 @@ from openmps.cluster.routing import FrameRouter, RoutedBatch, RoutedFrame, Subsc
 from openmps.errors import ApiError, ConfigError
 from tests.conftest import free_port
 
+# Needs PostgreSQL and Redis: `make test-postgres` (and CI) runs it, `make test` does not.
+pytestmark = pytest.mark.scale
+
 REDIS_URL = os.environ.get("OPENMPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[1]
 

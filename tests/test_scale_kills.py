@@ -31,6 +31,9 @@ from tests.scale_cluster import (
 )
 from tests.test_e2e_vendors import FakeHost
 
+# Needs PostgreSQL and Redis: `make test-postgres` (and CI) runs it, `make test` does not.
+pytestmark = pytest.mark.scale
+
 VENDOR_DELAY_S = 2.0  # how long the fake vendor takes to answer in the worker test
 
 

@@ -33,6 +33,9 @@ from tests.scale_cluster import (
 from tests.test_e2e_errors import client_error
 from tests.test_e2e_vendors import FakeHost
 
+# Needs PostgreSQL and Redis: `make test-postgres` (and CI) runs it, `make test` does not.
+pytestmark = pytest.mark.scale
+
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
