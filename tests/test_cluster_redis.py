@@ -114,6 +114,24 @@ async def test_connect_answers_ping_and_names_the_client(prefix: str) -> None:
         await redis.aclose()
 
 
+async def test_thousands_of_concurrent_commands_share_a_bounded_pool(prefix: str) -> None:
+    # Regression: 4,000 devices leaving a gateway at once opened a connection each and failed
+    # with "Too many connections"; they now wait for one of MAX_CONNECTIONS.
+    from openmps.cluster.redis import MAX_CONNECTIONS
+
+    name = f"{prefix}-pool"
+    redis = await connect(REDIS_URL, client_name=name)
+    try:
+        keys = [f"{prefix}:k:{i}" for i in range(2000)]
+        await asyncio.gather(*(redis.set(key, "1", ex=30) for key in keys))
+        assert sum(await asyncio.gather(*(redis.exists(key) for key in keys))) == 2000
+        listed = await redis.client_list()
+        assert 1 <= sum(c["name"] == name for c in listed) <= MAX_CONNECTIONS
+        await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 def test_shown_url_hides_only_the_password() -> None:
     assert shown_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert shown_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"

@@ -21,7 +21,7 @@ import re
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
@@ -38,6 +38,8 @@ DEFAULT_PREFIX = "openmps"
 
 MIN_SERVER_VERSION = (7, 0)
 """XAUTOCLAIM's report of deleted entries and ``SET NX GET`` need Redis 7.0."""
+MAX_CONNECTIONS = 64  # per process: commands, a pub/sub listener, blocking stream reads
+POOL_WAIT_S = 30.0  # how long a command waits for a free connection before it fails
 
 SOCKET_TIMEOUT_S = 30.0
 """Default read timeout of a connection; blocking reads (XREADGROUP BLOCK) must stay below."""
@@ -130,8 +132,13 @@ async def connect(
     if client_name is not None:
         check_node_id(client_name, what="client_name")
     try:
-        client = Redis.from_url(
+        # A bounded pool: thousands of devices leaving at once wait for one of MAX_CONNECTIONS
+        # connections instead of opening thousands of sockets (regression: "Too many
+        # connections" on presence detach when a bench closed 4,000 devices).
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             decode_responses=True,
             client_name=client_name,
             socket_connect_timeout=connect_timeout_s,
@@ -140,6 +147,7 @@ async def connect(
             health_check_interval=30,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
         )
+        client = Redis(connection_pool=pool, auto_close_connection_pool=True)
     except ValueError as exc:
         raise ConfigError(
             f"redis_url {shown} is not a Redis URL ({exc}); write it as "
