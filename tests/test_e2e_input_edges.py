@@ -372,3 +372,105 @@ async def test_task_ids_in_other_digits_name_no_task(tenant: Tenant) -> None:
         )
     )
     assert (revoked.body.result_code, revoked.body.push_result.data) == ("OK", "1")
+
+
+# --- NUL characters (second trial): PostgreSQL refuses them in text ---------------------------
+
+NUL_REST: list[Any] = [
+    pytest.param(
+        "POST",
+        "/v1/pushes",
+        f'{{{PUSH},"title":"T","content":"C","task_name":"z\\u0000"}}',
+        "task_name",
+        id="push-task-name",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/bindings",
+        '{"delivery_token":"TOKEN","user_id":"u\\u0000","os_type":1}',
+        "user_id",
+        id="binding-user",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/templates",
+        '{"name":"t","title":"T","content":"a\\u0000"}',
+        "content",
+        id="template-content",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "raw", "field"), NUL_REST)
+async def test_rest_nul_in_a_json_string_is_422(
+    tenant: Tenant, method: str, path: str, raw: str, field: str
+) -> None:
+    token = (await tenant.register("android")).delivery_token
+    response = await rest(tenant, method, path, raw.replace(TOKEN, token))
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "error": "invalid_json",
+            "message": f"{field} contains a NUL character (\\u0000); text cannot hold one",
+        },
+    )
+    assert await stored_counts(tenant) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v1/devices/abc%00def?target_type=3", "the URL's path contains a NUL character (%00)"),
+        ("/v1/messages/a?target=b%00", "the URL's query string contains a NUL character (%00)"),
+        (
+            "/v1/bindings/%ED%A0%80?delivery_token=x",
+            "the URL's path is not valid UTF-8 once percent-decoded",
+        ),
+    ],
+)
+async def test_rest_url_with_a_nul_or_not_utf8_is_400(
+    tenant: Tenant, path: str, message: str
+) -> None:
+    method = "DELETE" if path.startswith("/v1/bindings") else "GET"
+    response = await rest(tenant, method, path)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_url", "message": message},
+    )
+
+
+async def test_rest_body_that_is_not_utf8_is_422(tenant: Tenant) -> None:
+    credentials = (tenant.creds.access_key_id, tenant.creds.access_key_secret)
+    async with httpx.AsyncClient(base_url=tenant.server.api_url, auth=credentials) as http:
+        response = await http.post(
+            "/v1/pushes", content=b'{"title":"\xff"}', headers={"content-type": "application/json"}
+        )
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "error": "invalid_json",
+            "message": "the body is not valid UTF-8 (byte 10); send JSON encoded as UTF-8",
+        },
+    )
+
+
+async def test_mps_nul_in_a_plain_field_is_3028(tenant: Tenant) -> None:
+    response = await tenant.sdk().push_simple_async(
+        models.PushSimpleRequest(
+            app_id=tenant.app_id,
+            workspace_id=tenant.workspace_id,
+            delivery_type=3,
+            expired_seconds=300,
+            title="Hello",
+            content="Hi",
+            task_name="z\x00",
+            target_msgkey=json.dumps({"user-1": "key-1"}),
+        )
+    )
+    assert_refused(
+        response.body,
+        3028,
+        "INVALID_PARAM",
+        "TaskName contains a NUL character (%00); text cannot hold one",
+    )
+    assert await stored_counts(tenant) == (0, 0, 0)

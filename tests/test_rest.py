@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from openmps import __version__
 from tests.conftest import Tenant
@@ -121,3 +122,28 @@ async def test_channel_refusals_carry_the_mps_result_code(tenant: Tenant) -> Non
         (["body", "policy"], "literal_error")
     ]
     assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthorized")
+
+
+async def test_a_rest_bug_answers_json_with_the_id_its_log_line_has(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Second trial: a REST 500 was plain text with nothing to find it by in the log.
+    import json as json_module
+
+    from starlette.requests import Request
+
+    from openmps.web import internal_error_handler
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/x", "headers": [], "query_string": b""}
+    with caplog.at_level("ERROR", logger="openmps.web"):
+        response = await internal_error_handler(Request(scope), RuntimeError("boom"))
+    body = json_module.loads(bytes(response.body))
+    request_id = body["message"].rsplit("=", 1)[1]
+    assert (response.status_code, body) == (
+        500,
+        {
+            "error": "internal_error",
+            "message": f"openmps failed to handle the request; its log has request={request_id}",
+        },
+    )
+    assert f"request failed: GET /v1/x request={request_id}" in caplog.text

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import uuid
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmps import __version__
@@ -21,6 +25,8 @@ from openmps.rest_review import router as review_router
 from openmps.rest_schedules import router as schedules_router
 from openmps.rest_templates import router as templates_router
 from openmps.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 MAX_MPS_BODY = 1024 * 1024  # an MPS form: the largest push is a few KiB
 MAX_REST_BODY = 64 * 1024  # a REST JSON body (channel settings with a key file are the largest)
@@ -80,10 +86,12 @@ class BodyLimit:
 
 
 class JsonCheck:
-    """Refuse with 422 ``invalid_json`` a ``/v1`` JSON body that Python's decoder reads but
-    that the API can neither store nor answer: a lone UTF-16 surrogate (``"\\ud800"``) in a
-    key or a string, ``NaN``, ``Infinity``, ``-Infinity``, or a number out of the range of a
-    float (``1e400``). A body that is not JSON is left to FastAPI, which answers as it does."""
+    """Refuse with 422 ``invalid_json`` a ``/v1`` body that is not UTF-8, or JSON that Python's
+    decoder reads but that the API can neither store nor answer: a lone UTF-16 surrogate
+    (``"\\ud800"``) or a NUL (``"\\u0000"``) in a key or a string, ``NaN``, ``Infinity``,
+    ``-Infinity``, or a number out of the range of a float (``1e400``); and with 400
+    ``invalid_url`` a path or query that is not UTF-8 or holds a NUL. A body that is not JSON is
+    left to FastAPI, which answers as it does."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -92,6 +100,10 @@ class JsonCheck:
         path = scope["path"] if scope["type"] == "http" else ""
         if path != "/v1" and not path.startswith("/v1/"):
             await self.app(scope, receive, send)
+            return
+        problem = url_problem(scope.get("raw_path") or path.encode(), scope["query_string"])
+        if problem is not None:
+            await _send_json(send, 400, {"error": "invalid_url", "message": problem})
             return
         chunks: list[bytes] = []
         more = True
@@ -136,7 +148,11 @@ def json_problem(body: bytes) -> str | None:
     """Why the API refuses a JSON body (see :class:`JsonCheck`); None when it does not, or
     when the body is not JSON."""
     try:
-        value = json.loads(body, parse_constant=_NotFinite, parse_float=_finite)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+    try:
+        value = json.loads(text, parse_constant=_NotFinite, parse_float=_finite)
     except (ValueError, RecursionError):
         return None
     for where, leaf, is_key in json_leaves(value):
@@ -149,6 +165,19 @@ def json_problem(body: bytes) -> str | None:
         bad = lone_surrogate(leaf) if isinstance(leaf, str) else None
         if bad is not None:
             return not_unicode(name, bad, is_key=is_key)
+    return None
+
+
+def url_problem(raw_path: bytes, query: bytes) -> str | None:
+    """Why the API refuses a URL: a path or query that is not UTF-8 once percent-decoded
+    (the server would read U+FFFD in its place), or that holds a NUL character."""
+    for part, raw in (("path", raw_path), ("query string", query)):
+        try:
+            text = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the URL's {part} is not valid UTF-8 once percent-decoded"
+        if "\x00" in text:
+            return f"the URL's {part} contains a NUL character (%00)"
     return None
 
 
@@ -167,6 +196,25 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: answer JSON with an id the log line carries, so the two can be matched."""
+    request_id = str(uuid.uuid4()).upper()
+    logger.error(
+        "request failed: %s %s request=%s",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return JSONResponse(
+        {
+            "error": "internal_error",
+            "message": f"openmps failed to handle the request; its log has request={request_id}",
+        },
+        status_code=500,
+    )
+
+
 def build_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="openmps",
@@ -181,6 +229,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(BodyLimit)  # added last, so it runs first: JsonCheck reads within it
     app.add_exception_handler(RestError, rest_error_handler)
     app.add_exception_handler(BusinessError, business_error_handler)
+    app.add_exception_handler(Exception, internal_error_handler)
     app.include_router(mps_router)
     app.include_router(rest_router)
     app.include_router(analytics_router)

@@ -18,6 +18,7 @@ from websockets.http11 import Request, Response
 from openmps.devices import Devices
 from openmps.errors import ConfigError
 from openmps.gateway.hub import Hub, Link
+from openmps.mps.form import json_leaves
 from openmps.push import Pushes
 from openmps.statuswriter import StatusWriter
 
@@ -286,6 +287,8 @@ def _parse(raw: str | bytes, code: int, error: str) -> dict[str, Any] | None:
     try:
         frame = json.loads(raw)
         json.dumps(frame, ensure_ascii=False).encode()  # fails on a lone surrogate anywhere
+        if any(isinstance(leaf, str) and "\x00" in leaf for _, leaf, _ in json_leaves(frame)):
+            raise _Close(code, error, "the frame holds a NUL character (\\u0000)")
     except RecursionError:
         raise _Close(code, error, "the frame is nested too deeply") from None
     except UnicodeEncodeError:

@@ -77,6 +77,9 @@ def parse_form(body: bytes) -> dict[str, str]:
             ) from None
         if not name:
             raise _invalid("the form body has a parameter with an empty name")
+        if "\x00" in name or "\x00" in value:
+            where = "a parameter name" if "\x00" in name else name
+            raise _invalid(f"{where} contains a NUL character (%00); text cannot hold one")
         if name in out:
             raise _invalid(f"the parameter {name} appears more than once; send it once")
         out[name] = value
@@ -163,8 +166,11 @@ def _finish_value(value: Any, path: str) -> Any:
 
 
 def lone_surrogate(text: str) -> str | None:
-    """The first lone UTF-16 surrogate of ``text`` (None when it is valid Unicode): what a
-    JSON escape such as ``"\\ud800"`` that is not half of a pair decodes to."""
+    """The first character of ``text`` that no store can hold (None when there is none): a
+    lone UTF-16 surrogate, what a JSON escape such as ``"\\ud800"`` that is not half of a
+    pair decodes to, or NUL (``"\\u0000"``), which PostgreSQL refuses in text."""
+    if "\x00" in text:
+        return "\x00"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -193,6 +199,9 @@ def json_leaves(value: Any, where: str = "") -> Iterator[tuple[str, Any, bool]]:
 def not_unicode(where: str, surrogate: str, *, is_key: bool) -> str:
     """The detail of a refusal of a lone surrogate (MPS 3028, REST 422 ``invalid_json``)."""
     shown = where if len(where) <= 2 * _MAX_SHOWN else where[: 2 * _MAX_SHOWN] + "..."
+    if surrogate == "\x00":
+        has = "has a key that contains" if is_key else "contains"
+        return f"{shown} {has} a NUL character (\\u0000); text cannot hold one"
     return (
         f"{shown} {'has a key that is' if is_key else 'is'} not valid Unicode (a lone surrogate "
         f"\\u{ord(surrogate):04x}: a \\uD800 to \\uDFFF escape that is not half of a "
