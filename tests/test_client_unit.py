@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -533,3 +534,56 @@ async def test_auto_acks_not_sent_yet_go_out_before_close() -> None:
 async def test_ack_interval_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="ack_interval_s"):
         DeviceClient("ws://127.0.0.1:9/v1", CREDS, ack_interval_s=-1.0)
+
+
+def closed_port_url() -> str:
+    """A ws:// address on 127.0.0.1 where nothing listens (a port just released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    return f"ws://127.0.0.1:{port}/v1"
+
+
+def port_of(url: str) -> int:
+    return int(url.removesuffix("/v1").rsplit(":", 1)[1])
+
+
+async def test_first_connect_fails_over_to_the_next_gateway() -> None:
+    # async with used to raise "cannot connect to <first>" at once and never try the second.
+    hellos: list[dict[str, Any]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        hellos.append(await read_frame(ws))
+        await send_frame(ws, WELCOME)
+        await send_frame(ws, msg_frame("m-1"))
+        await ws.wait_closed()
+
+    down = closed_port_url()
+    async with fake_gateway(handler) as up, DeviceClient([down, up], CREDS) as client:
+        assert client.is_connected
+        assert await take(client, 1) == [expected_message("m-1")]
+    assert hellos == [HELLO]
+
+
+async def test_first_connect_with_every_gateway_down_names_each() -> None:
+    first, second = closed_port_url(), closed_port_url()
+    client = DeviceClient([first, second], CREDS)
+    with pytest.raises(GatewayUnavailable) as info:
+        await client.connect()
+    assert str(info.value) == (
+        f"no gateway of 2 could be reached: cannot connect to {first}: [Errno 111] Connect "
+        f"call failed ('127.0.0.1', {port_of(first)}); cannot connect to {second}: [Errno 111] "
+        f"Connect call failed ('127.0.0.1', {port_of(second)})"
+    )
+    assert info.value.code is None
+    assert not client.is_connected
+
+
+async def test_one_gateway_down_raises_as_before() -> None:
+    url = closed_port_url()
+    with pytest.raises(GatewayUnavailable) as info:
+        async with DeviceClient(url, CREDS):
+            pass
+    assert str(info.value) == (
+        f"cannot connect to {url}: [Errno 111] Connect call failed ('127.0.0.1', {port_of(url)})"
+    )

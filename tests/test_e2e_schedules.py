@@ -930,3 +930,90 @@ async def test_cycle_overdue_only_latest_fires(server: Server, tenant: Tenant) -
     finally:
         await store.close()
     assert schedule_ids == [second]
+
+
+OUT_OF_RANGE = (
+    "is out of range: use milliseconds since 1970-01-01 UTC from -62135510400000 "
+    "(0001-01-02T00:00:00.000Z) to 253402214399999 (9999-12-30T23:59:59.999Z)"
+)
+
+
+@pytest.mark.parametrize(
+    ("extreme", "message"),
+    [
+        (
+            {"endTime": 253402300799999},  # 9999-12-31T23:59:59.999Z: Shanghai is in 10000
+            f"StrategyContent.endTime 253402300799999 {OUT_OF_RANGE}",
+        ),
+        (
+            {"startTime": -62135596800000, "timeZone": "America/New_York"},  # year 0 there
+            f"StrategyContent.startTime -62135596800000 {OUT_OF_RANGE}",
+        ),
+    ],
+)
+async def test_extreme_cycle_times_are_refused_not_500(
+    tenant: Tenant, extreme: dict[str, Any], message: str
+) -> None:
+    cyclic = {
+        "startTime": day_start_ms(1),
+        "endTime": day_start_ms(2),
+        "circleType": 1,
+        "time": "08:00:00",
+        **extreme,
+    }
+    body = await push_simple(tenant, {"t" * 8: "k"}, 2, cyclic)
+    assert (body.result_code, body.result_message, body.push_result.result_msg) == (
+        "3028",
+        "INVALID_PARAM",
+        message,
+    )
+    auth = (tenant.creds.access_key_id, tenant.creds.access_key_secret)
+    rest_body = {
+        "delivery_type": 1,
+        "title": "Later",
+        "content": "hello",
+        "expired_seconds": 300,
+        "targets": {"t" * 8: "k"},
+        "strategy_type": 2,
+        "strategy_content": cyclic,
+    }
+    async with httpx.AsyncClient(auth=auth, base_url=tenant.server.api_url) as http:
+        response = await http.post("/v1/pushes", json=rest_body)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_param", "message": message, "code": 3028},
+    )
+    assert await query(tenant) == (0, [])
+
+
+async def test_rest_listing_refuses_a_window_outside_utc_years_1_to_9999(tenant: Tenant) -> None:
+    auth = (tenant.creds.access_key_id, tenant.creds.access_key_secret)
+    async with httpx.AsyncClient(auth=auth, base_url=tenant.server.api_url) as http:
+        both = await http.get(
+            "/v1/schedules?start=0001-01-01T00:00:00%2B01:00&end=9999-12-31T23:59:59-01:00"
+        )
+        end = await http.get("/v1/schedules?end=9999-12-31T23:59:59-01:00")
+        widest = await http.get(
+            "/v1/schedules?start=0001-01-01T00:00:00Z&end=9999-12-31T23:59:59.999999Z"
+        )
+    range_text = "use a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+    assert (both.status_code, both.json()) == (
+        400,
+        {
+            "error": "invalid_param",
+            "message": f"start 0001-01-01T00:00:00+01:00 is out of range: {range_text}",
+            "code": 3028,
+        },
+    )
+    assert (end.status_code, end.json()) == (
+        400,
+        {
+            "error": "invalid_param",
+            "message": f"end 9999-12-31T23:59:59-01:00 is out of range: {range_text}",
+            "code": 3028,
+        },
+    )
+    assert (widest.status_code, widest.json()) == (
+        200,
+        {"total": 0, "page": 1, "page_size": 100, "schedules": []},
+    )

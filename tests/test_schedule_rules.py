@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from openmps.schedule_rules import (
     occurrence_suffix,
     parse_strategy,
     to_ms,
+    utc_instant,
 )
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -239,6 +240,11 @@ def test_occurrence_suffix() -> None:
     assert occurrence_suffix(date(2024, 6, 14)) == "#20240614"
 
 
+OUT_OF_RANGE = (
+    "is out of range: use milliseconds since 1970-01-01 UTC from -62135510400000 "
+    "(0001-01-02T00:00:00.000Z) to 253402214399999 (9999-12-30T23:59:59.999Z)"
+)
+
 GOOD = {
     "startTime": ms(2024, 3, 2),
     "endTime": ms(2024, 3, 9),
@@ -295,7 +301,22 @@ GOOD = {
         (
             1,
             '{"fixedTime": 99999999999999999}',
-            "StrategyContent.fixedTime 99999999999999999 is out of range",
+            f"StrategyContent.fixedTime 99999999999999999 {OUT_OF_RANGE}",
+        ),
+        (  # 9999-12-31T23:59:59.999Z: in Asia/Shanghai that is year 10000 (was a 500)
+            2,
+            json.dumps({**GOOD, "endTime": 253402300799999}),
+            f"StrategyContent.endTime 253402300799999 {OUT_OF_RANGE}",
+        ),
+        (  # 0001-01-01T00:00:00Z: in America/New_York that is year 0 (was a 500)
+            2,
+            json.dumps({**GOOD, "startTime": -62135596800000, "timeZone": "America/New_York"}),
+            f"StrategyContent.startTime -62135596800000 {OUT_OF_RANGE}",
+        ),
+        (
+            1,
+            '{"fixedTime": 253402214400000}',
+            f"StrategyContent.fixedTime 253402214400000 {OUT_OF_RANGE}",
         ),
         (
             2,
@@ -421,3 +442,34 @@ def test_refusals(strategy_type: int, content: str | None, message: str) -> None
         "INVALID_PARAM",
         message,
     )
+
+
+def test_the_edges_of_the_range_work_in_zones_a_day_apart() -> None:
+    first, last = -62135510400000, 253402214399999
+    window = {"startTime": first, "endTime": last, "circleType": 1, "time": "23:59:59"}
+    late = datetime(9999, 12, 29, tzinfo=UTC)
+    east = cyclic("Pacific/Kiritimati", now=late, **window)  # UTC+14: its last date is 12-31
+    assert fire_times(east) == [
+        (date(9999, 12, 29), datetime(9999, 12, 29, 9, 59, 59, tzinfo=UTC)),
+        (date(9999, 12, 30), datetime(9999, 12, 30, 9, 59, 59, tzinfo=UTC)),
+        (date(9999, 12, 31), datetime(9999, 12, 31, 9, 59, 59, tzinfo=UTC)),
+    ]
+    west = cyclic("Etc/GMT+12", now=late, **window)  # UTC-12
+    assert fire_times(west) == [
+        (date(9999, 12, 28), datetime(9999, 12, 29, 11, 59, 59, tzinfo=UTC)),
+        (date(9999, 12, 29), datetime(9999, 12, 30, 11, 59, 59, tzinfo=UTC)),
+        (date(9999, 12, 30), datetime(9999, 12, 31, 11, 59, 59, tzinfo=UTC)),
+    ]
+
+
+def test_utc_instant_refuses_an_offset_past_the_years_1_to_9999() -> None:
+    early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    with pytest.raises(BusinessError) as caught:
+        utc_instant(early, "StartTime")
+    assert (caught.value.result_code, caught.value.detail) == (
+        3028,
+        "StartTime 0001-01-01T00:00:00+01:00 is out of range: use a time from "
+        "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z",
+    )
+    inside = datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    assert utc_instant(inside, "StartTime") == datetime(1, 1, 1, tzinfo=UTC)

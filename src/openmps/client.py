@@ -413,9 +413,27 @@ class DeviceClient:
         Does nothing if a session is already open. Raises :class:`GatewayClosed` when the
         gateway refuses for good (e.g. 4003 auth_failed) and :class:`GatewayUnavailable` when it
         cannot be reached, times out, or drops the link for a transient reason.
+
+        With several gateway addresses, an attempt that fails for a transient reason goes on
+        to the next address; :class:`GatewayUnavailable` names every failure once each address
+        was tried.
         """
         self._closing.clear()
-        await self._connect_once()
+        failures: list[str] = []
+        for _ in self._urls:
+            url = self._url
+            try:
+                await self._connect_once()
+                return
+            except GatewayUnavailable as exc:
+                if len(self._urls) == 1 or self._closing.is_set():
+                    raise
+                failures.append(str(exc) if url in str(exc) else f"{url}: {exc}")
+                last = exc
+        raise GatewayUnavailable(
+            f"no gateway of {len(self._urls)} could be reached: " + "; ".join(failures),
+            code=last.code,
+        ) from last
 
     async def _connect_once(self) -> None:
         """Open a session unless one is open or :meth:`close` was called."""

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 
 from openmps.rest import OwnerDep, RestError, RuntimeDep
 from openmps.schedule_jobs import KIND_TYPES, JobNotPending, ScheduledJob, UnknownJob
+from openmps.schedule_rules import utc_instant
 
 router = APIRouter()
 
@@ -51,7 +52,7 @@ def _aware(name: str, value: datetime | None) -> datetime | None:
             "invalid_param",
             f"{name} needs a UTC offset or Z, such as 2024-06-14T08:00:00Z",
         )
-    return value
+    return None if value is None else utc_instant(value, name)  # 400 past year 9999 in UTC
 
 
 @router.get("/v1/schedules", tags=["schedules"])

@@ -25,7 +25,7 @@ from sqlalchemy.orm import defer
 
 from openmps.errors import BusinessError
 from openmps.push import BroadcastRequest, PushRequest, TargetContent
-from openmps.schedule_rules import CYCLIC, invalid, iso_utc
+from openmps.schedule_rules import CYCLIC, invalid, iso_utc, utc_instant
 from openmps.store import Schedule, Store
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,10 @@ class JobBook:
         """
         if start is not None and end is not None and end < start:
             raise invalid("EndTime is before StartTime")
+        # The store compares UTC times: one of an offset that leaves the years 1 to 9999 in
+        # UTC is refused, not an OverflowError (500).
+        start = None if start is None else utc_instant(start, "StartTime")
+        end = None if end is None else utc_instant(end, "EndTime")
         conditions = [Schedule.app_pk == app_pk, FIRES]
         if start is not None:
             conditions.append(Schedule.fire_at >= start)

@@ -30,6 +30,10 @@ CYCLE_VALUES = {
     MONTHLY: (1, 31, "days of the month 1 to 31"),
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# StrategyContent instants: Python's dates end at years 1 and 9999, and a window's local dates
+# (any zone is less than a day from UTC) must fit too, so a day is kept free at either end.
+MIN_INSTANT = datetime(1, 1, 2, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 12, 30, 23, 59, 59, 999000, tzinfo=UTC)
 _TIME_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])")
 
 
@@ -73,6 +77,11 @@ def iso_utc(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_ms(instant: datetime) -> str:
+    """``0001-01-02T00:00:00.000Z``: an instant to the millisecond."""
+    return instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def from_ms(ms: int) -> datetime:
     """Milliseconds since the epoch as an aware UTC datetime (exact, no float rounding)."""
     return _EPOCH + timedelta(milliseconds=ms)
@@ -80,6 +89,18 @@ def from_ms(ms: int) -> datetime:
 
 def to_ms(instant: datetime) -> int:
     return (instant - _EPOCH) // timedelta(milliseconds=1)
+
+
+def utc_instant(value: datetime, where: str) -> datetime:
+    """An aware ``value`` in UTC; 3028 naming ``where`` when UTC has no such instant (a
+    time of year 1 or 9999 whose offset takes it out of the years 1 to 9999)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise invalid(
+            f"{where} {value.isoformat()} is out of range: use a time from "
+            f"{datetime.min.isoformat()}Z to {datetime.max.isoformat()}Z"
+        ) from None
 
 
 def zone_named(name: object, where: str) -> ZoneInfo:
@@ -134,8 +155,8 @@ def cycle_occurrences(
     first = max(start.astimezone(zone).date(), now.astimezone(zone).date())
     last = end.astimezone(zone).date()
     out: list[Occurrence] = []
-    day = first
-    while day <= last:
+    for offset in range((last - first).days + 1):  # (no day after ``last``: it may be 9999-12-31)
+        day = first + timedelta(days=offset)
         if _matches(day, circle_type, circle_value):
             fire_at = local_to_utc(day, at, zone)
             if fire_at > now:
@@ -146,7 +167,6 @@ def cycle_occurrences(
                         f"StrategyContent.endTime ({iso_utc(end)}); shorten the window or "
                         "split the push"
                     )
-        day += timedelta(days=1)
     return out
 
 
@@ -247,9 +267,16 @@ def _instant(fields: dict[str, Any], key: str, strategy_type: int) -> datetime:
             f"got {_shown(fields[key])}"
         )
     try:
-        return from_ms(ms)
+        instant = from_ms(ms)
     except OverflowError:
-        raise invalid(f"StrategyContent.{key} {ms} is out of range") from None
+        instant = None
+    if instant is None or not MIN_INSTANT <= instant <= MAX_INSTANT:
+        raise invalid(
+            f"StrategyContent.{key} {ms} is out of range: use milliseconds since 1970-01-01 "
+            f"UTC from {to_ms(MIN_INSTANT)} ({iso_ms(MIN_INSTANT)}) to {to_ms(MAX_INSTANT)} "
+            f"({iso_ms(MAX_INSTANT)})"
+        )
+    return instant
 
 
 def _circle_values(value: object, circle_type: int) -> frozenset[int]:

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
 
     # Vendor channels
     vendor_concurrency: int = Field(
-        16, description="vendor calls in flight at once; 0 or less is refused at start"
+        16, description="vendor batches being sent at once; 0 or less is refused at start"
     )
     vendor_max_attempts: int = Field(5, description="sends per delivery before giving up")
     vendor_backoff_base_s: float = Field(1.0, gt=0, description="first retry's longest wait")
