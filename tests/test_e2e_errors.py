@@ -410,11 +410,18 @@ BAD_PUSHES: list[Any] = [
     ),
     # Regressions from a new-user trial: these were stored before.
     pytest.param(
-        {"target_msgkey": '{"eve\\u0000":"k"}'},
+        {"target_msgkey": '{"eve\\u0001":"k"}'},
         3028,
         "INVALID_PARAM",
         "a target or msgKey in TargetMsgkey contains a control character",
         id="control-character-target",
+    ),
+    pytest.param(
+        {"target_msgkey": '{"eve\\u0000":"k"}'},
+        3028,
+        "INVALID_PARAM",
+        "TargetMsgkey has a key that contains a NUL character (\\u0000); text cannot hold one",
+        id="nul-target",
     ),
     pytest.param(
         {"target_msgkey": '{"carol":1e400}'},
