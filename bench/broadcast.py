@@ -2,6 +2,7 @@
 delivery rate to the devices online.
 
     .venv/bin/python bench/broadcast.py [--devices 1000000] [--online 19000]
+        [--online-scaled 50000 | --skip-scaled]
 
 Part 1: ``--devices`` Android devices are written straight into a fresh SQLite store (setup,
 not measured), the server is started, and one PushBroadcast (PushStatus 1: every device) is
@@ -14,15 +15,27 @@ the time until every online device's delivery is status 2 in the store gives the
 then a bare ``websockets`` broadcast to as many connections (bench/own_channel.py) is the
 denominator. One process may hold at most 20,000 open files here, so one gateway process
 serves at most 19,000 devices; more online devices need several gateway processes (the scale
-out of issue 5). Figures are printed and written to docs/benchmarks.md.
+out of issue 5).
+
+Part 3 (``--online-scaled``, left out with ``--skip-scaled``): the scaled topology of
+bench/scale.py on a fresh PostgreSQL database and a Redis key prefix of its own (both removed
+afterwards): 1 api, ceil(N / 19,000) gateway, 1 worker and 1 scheduler ``openmps serve --role``
+processes. ``--devices`` devices are copied straight into PostgreSQL (setup, not measured),
+``--online-scaled`` of them connect from simulator processes (bench/_device_sim.py, at most
+19,000 each) spread over the gateways, and one PushBroadcast (PushStatus 1) is timed from the
+SDK call to its answer (the expansion on PostgreSQL) and until the store counts a status 2
+delivery of its task for every online device (the acked rate). Figures are printed and written
+to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -30,9 +43,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 from alibabacloud_mpaas20201028 import models
 from alibabacloud_mpaas20201028.client import Client
 from alibabacloud_tea_openapi.models import Config
@@ -41,6 +56,21 @@ from openmps.apps import create_app
 from openmps.client import DeviceCredentials
 from openmps.store import Store
 from own_channel import MAX_DEVICES, RESULTS, Fleet, free_port, pct, run_bare
+from scale import (
+    ACK_TIMEOUT_S,
+    BASE_DATABASE_URL,
+    REDIS_URL,
+    SIMULATOR,
+    STARTUP_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    Proc,
+    admin,
+    levels,
+    make_app,
+    plain,
+    purge,
+    serve,
+)
 
 SECRET = "bench-device-secret"  # every seeded device's secret (the store keeps its hash)
 SEED_CHUNK = 100_000
@@ -233,15 +263,237 @@ async def run(n: int, online: int, work: Path) -> dict[str, float]:
         proc.wait(timeout=120)
 
 
+# --- part 3: the scaled topology on PostgreSQL + Redis ------------------------------------------
+
+
+async def seed_pg(database_url: str, app_id: str, n: int) -> None:
+    """``n`` Android devices copied straight into PostgreSQL, as ``seed`` does for SQLite."""
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+        app_pk = await conn.fetchval("SELECT id FROM apps WHERE app_id = $1", app_id)
+        secret_hash = hashlib.sha256(SECRET.encode()).hexdigest()
+        now = datetime.now(UTC)
+        for start in range(0, n, SEED_CHUNK):
+            await conn.copy_records_to_table(
+                "devices",
+                records=[
+                    (app_pk, token(i), secret_hash, "android", now)
+                    for i in range(start, min(n, start + SEED_CHUNK))
+                ],
+                columns=["app_pk", "delivery_token", "secret_hash", "platform", "created_at"],
+            )
+            print(f"  seeded: {min(n, start + SEED_CHUNK)}/{n}", flush=True)
+        await conn.execute("ANALYZE devices")  # what autovacuum would do shortly after a load
+    finally:
+        await conn.close()
+
+
+async def wait_acked(
+    db: asyncpg.Connection, task_pk: int, want: int, started: float, label: str
+) -> float:
+    """Seconds from ``started`` until ``want`` deliveries of the task are status 2."""
+    query = (
+        "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message_pk "
+        "WHERE m.task_pk = $1 AND d.code = 2"
+    )
+    # Counting a million-delivery task is itself work on the machine under test: one core at
+    # most (no parallel workers), and at most a fifth of the time.
+    await db.execute("SET max_parallel_workers_per_gather = 0")
+    shown = started
+    while True:
+        asked = time.perf_counter()
+        acked = int(await db.fetchval(query, task_pk))
+        now = time.perf_counter()
+        if acked >= want:
+            return now - started
+        if now - started > ACK_TIMEOUT_S:
+            raise RuntimeError(f"{label}: only {acked} of {want} acked after {ACK_TIMEOUT_S:.0f} s")
+        if now - shown >= 5:
+            print(f"  {label}: {acked}/{want} acked after {now - started:.1f} s", flush=True)
+            shown = now
+        await asyncio.sleep(max(0.1, 4 * (now - asked)))
+
+
+async def run_scaled(n: int, online: int, work: Path) -> dict[str, float]:
+    """Part 3: one broadcast to ``n`` devices, ``online`` of them connected, scaled topology."""
+    work = work / "scaled"
+    work.mkdir(parents=True)
+    name = f"openmps_bench_{uuid.uuid4().hex[:12]}"
+    prefix = f"bench{uuid.uuid4().hex[:12]}"
+    database_url = BASE_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
+    gateways = math.ceil(online / MAX_DEVICES)
+    roles = [
+        ("api-1", "api"),
+        *((f"gw-{g + 1}", "gateway") for g in range(gateways)),
+        ("worker-1", "worker"),
+        ("sched-1", "scheduler"),
+    ]
+    common = ["--database-url", database_url, "--data-dir", str(work / "data")]
+    redis = {"OPENMPS_REDIS_URL": REDIS_URL, "OPENMPS_REDIS_PREFIX": prefix}
+    procs: list[Proc] = []
+    sims: list[Proc] = []
+    figures: dict[str, float] = {"gateways": gateways, "online": online}
+    print(f"[scaled] database {name}, Redis prefix {prefix}, {len(roles)} server processes")
+    try:
+        await admin(f'CREATE DATABASE "{name}"')
+        procs = [
+            serve(node, role, work, ["--role", role, "--node-id", node, *common], **redis)
+            for node, role in roles
+        ]
+        for proc in procs:
+            await proc.launch()
+        for proc in procs:
+            proc.banner = await proc.wait_for("openmps ready", timeout_s=STARTUP_TIMEOUT_S)
+        print(f"[scaled] {len(procs)} processes ready: {', '.join(p.name for p in procs)}")
+        creds = await make_app(database_url)
+        app = {
+            "AppId": creds.app_id,
+            "WorkspaceId": creds.workspace_id,
+            "AccessKeyId": creds.access_key_id,
+            "AccessKeySecret": creds.access_key_secret,
+        }
+        print(f"[scaled] seeding {n} devices into PostgreSQL")
+        await seed_pg(database_url, creds.app_id, n)
+        api = next(p for p in procs if p.port is not None)
+        urls = [p.gateway_url for p in procs if p.gateway_port is not None]
+        sdk = sdk_for(api.port or 0, app)
+        created = await sdk.create_template_async(
+            models.CreateTemplateRequest(
+                app_id=app["AppId"],
+                workspace_id=app["WorkspaceId"],
+                template_name="news",
+                title="News",
+                content="#what# is out",
+            )
+        )
+        assert created.body.success is True, created.body.to_map()
+
+        count = math.ceil(online / MAX_DEVICES)
+        print(
+            f"[scaled] connecting {online} devices from {count} simulator(s) "
+            f"to {gateways} gateway(s)"
+        )
+        for s in range(count):
+            spec = work / f"sim-{s + 1}.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "gateways": urls,
+                        "devices": [
+                            [token(i), SECRET, i % len(urls)] for i in range(s, online, count)
+                        ],
+                    }
+                )
+            )
+            sim = Proc(
+                f"sim-{s + 1}",
+                "simulator",
+                [sys.executable, str(SIMULATOR), str(spec)],
+                work / f"sim-{s + 1}.log",
+            )
+            sims.append(sim)
+            await sim.launch(stdin=True)
+        for sim in sims:
+            await sim.wait_for("ready", echo=f"{sim.name} ", timeout_s=ACK_TIMEOUT_S)
+        await asyncio.sleep(2)  # let the gateways finish each device's sync from the store
+
+        db = await asyncpg.connect(plain(database_url))
+        try:
+            print(f"[scaled] broadcast to {n} devices, {online} online")
+            started = time.perf_counter()
+            task = await broadcast(sdk, app, "bc-scaled")
+            figures["accept_s"] = time.perf_counter() - started
+            print(f"[scaled] accepted and expanded in {figures['accept_s']:.2f} s (task {task})")
+            figures["seconds"] = await wait_acked(db, int(task), online, started, "[scaled]")
+            figures["rate"] = online / figures["seconds"]
+            print(
+                f"[scaled] {online} acked in {figures['seconds']:.2f} s: {figures['rate']:,.0f}/s",
+                flush=True,
+            )
+            rows = int(
+                await db.fetchval(
+                    "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message_pk "
+                    "WHERE m.task_pk = $1",
+                    int(task),
+                )
+            )
+            assert rows == n, f"{rows} deliveries for {n} devices"
+        finally:
+            await db.close()
+
+        figures["received"] = figures["reconnects"] = 0
+        for sim in sims:
+            assert sim.process is not None and sim.process.stdin is not None
+            sim.process.stdin.close()
+        for sim in sims:
+            closed = await sim.wait_for("closed", timeout_s=STOP_TIMEOUT_S)
+            stats = dict(part.split("=") for part in closed.split()[1:])
+            figures["received"] += int(stats["received"])
+            figures["reconnects"] += int(stats["reconnects"])
+    finally:
+        print(f"[scaled] stopping {len(sims)} simulator(s) and {len(procs)} server process(es)")
+        await asyncio.gather(*(sim.stop() for sim in sims), return_exceptions=True)
+        codes = await asyncio.gather(*(p.stop() for p in procs), return_exceptions=True)
+        figures["bad_exits"] = sum(1 for code in codes if code != 0)
+        for proc, code in zip(procs, codes, strict=True):
+            found = levels(proc.log)
+            if code != 0 or found:
+                print(f"  {proc.name}: exit {code}; {dict(found.most_common(5))}", flush=True)
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        purged = await purge(prefix)
+        print(f"[scaled] dropped {name}; deleted {purged} Redis keys of {prefix}")
+    return figures
+
+
+def scaled_text(online: int, scaled: dict[str, float] | None) -> tuple[str, str]:
+    """The table rows and the paragraph of part 3 (a pointer to it when it was left out)."""
+    if scaled is None:
+        return "", (
+            f"{online:,} is the most one gateway process serves here; part 3 (left out of this "
+            "run) measures more online devices on several gateway processes."
+        )
+    gateways = int(scaled["gateways"])
+    topology = f"1 api, {gateways} gateway, 1 worker, 1 scheduler, PostgreSQL + Redis"
+    rows = f"""
+| scaled ({topology}): PushBroadcast to the same devices with {
+        scaled["online"]:,.0f} online, SDK call to answer | {scaled["accept_s"]:.2f} s | |
+| scaled: acked deliveries per second to {scaled["online"]:,.0f} online devices | {
+        scaled["rate"]:,.0f} | |
+| scaled: time until every online device's status is 2 | {scaled["seconds"]:.2f} s | |"""
+    exits = (
+        "every server process stopped with exit code 0"
+        if not scaled["bad_exits"]
+        else f"{scaled['bad_exits']:.0f} server process(es) did not stop with exit code 0"
+    )
+    text = f"""The single-process figures are capped at {online:,} online by the 20,000 open
+files one process may hold here; the scaled rows serve {scaled["online"]:,.0f} online devices
+from {gateways} gateway processes and {math.ceil(scaled["online"] / MAX_DEVICES)} simulator
+processes (bench/_device_sim.py, the device SDK, auto-ack) on a fresh PostgreSQL database whose
+devices were copied in before the servers saw them (setup, not timed). The machine's
+{os.cpu_count()} cores are shared by all of these processes (the {gateways + 3} servers, the
+simulators, this driver, PostgreSQL and Redis), so no process has a core of its own: the scaled
+rate shows what the topology does on this small machine, not what more cores would give. In
+the scaled run the simulators received {scaled["received"]:,.0f} messages with
+{scaled["reconnects"]:,.0f} reconnects, and {exits}."""
+    return rows, text
+
+
 def write_results(
-    n: int, online: int, ours: dict[str, float], bare: dict[str, float], command: str
+    n: int,
+    online: int,
+    ours: dict[str, float],
+    bare: dict[str, float],
+    command: str,
+    scaled: dict[str, float] | None = None,
 ) -> str:
     ratio = ours["rate"] / bare["rate"]
+    scaled_rows, scaled_paragraph = scaled_text(online, scaled)
     section = f"""<!-- broadcast:start -->
 ## One broadcast to {n:,} devices (`bench/broadcast.py`)
 
-Command: `{command}` — SQLite, one server process, on {platform.machine()} with
-{os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}.
+Command: `{command}` — SQLite, one server process (and, in the scaled rows, several
+processes on PostgreSQL + Redis), on {platform.machine()} with {os.cpu_count()} cores,
+{time.strftime("%Y-%m-%d")}.
 
 | | openmps | floor, same run |
 |---|---|---|
@@ -252,12 +504,10 @@ Command: `{command}` — SQLite, one server process, on {platform.machine()} wit
         bare["rate"]:,.0f} (bare websockets broadcast) |
 | time until every online device's status is 2 | {ours["seconds"]:.2f} s | {bare["seconds"]:.2f} s |
 | push-to-device latency p50 / p99 | {ours["p50"]:,.0f} / {ours["p99"]:,.0f} ms | {
-        bare["p50"]:,.0f} / {bare["p99"]:,.0f} ms |
+        bare["p50"]:,.0f} / {bare["p99"]:,.0f} ms |{scaled_rows}
 
 Expansion: {ours["accept_s"] / ours["bare_s"]:.1f}x the bare insert (goal: under 10 s for a
-million devices). Acked rate: {ratio:.0%} of the bare broadcast. The online figure is capped
-at {MAX_DEVICES:,} by the 20,000 open files one process may hold here: 50,000 online devices
-need several gateway processes (issue 5's scale-out), measured by bench/scale.py once it exists.
+million devices). Acked rate: {ratio:.0%} of the bare broadcast. {scaled_paragraph}
 <!-- broadcast:end -->"""
     text = RESULTS.read_text()
     start, end = "<!-- broadcast:start -->", "<!-- broadcast:end -->"
@@ -266,13 +516,23 @@ need several gateway processes (issue 5's scale-out), measured by bench/scale.py
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     RESULTS.write_text(text)
-    return f"expansion {ours['accept_s']:.2f} s, acked rate {ratio:.0%} of bare"
+    summary = f"expansion {ours['accept_s']:.2f} s, acked rate {ratio:.0%} of bare"
+    if scaled is not None:
+        summary += f"; scaled: {scaled['rate']:,.0f} acked/s to {scaled['online']:,.0f} online"
+    return summary
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--online", type=int, default=MAX_DEVICES)
+    parser.add_argument(
+        "--online-scaled",
+        type=int,
+        default=50_000,
+        help="online devices of part 3, the scaled topology on PostgreSQL + Redis",
+    )
+    parser.add_argument("--skip-scaled", action="store_true", help="leave part 3 out")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--work", type=Path, help="keep the store and server log here")
     args = parser.parse_args()
@@ -280,22 +540,34 @@ async def main() -> None:
         parser.error("--devices must be at least 1")
     if not 1 <= args.online <= min(MAX_DEVICES, args.devices):
         parser.error(f"--online must be 1..{MAX_DEVICES} and at most --devices")
-    if args.work is not None:
-        args.work.mkdir(parents=True)
-        ours = await run(args.devices, args.online, args.work)
-    else:
-        with tempfile.TemporaryDirectory(prefix="openmps-bench-") as work:
-            ours = await run(args.devices, args.online, Path(work))
-    print("openmps:", {k: round(v, 2) for k, v in ours.items()})
-    bare = await run_bare(args.online)
-    print("bare:   ", {k: round(v, 2) for k, v in bare.items()})
+    if not args.skip_scaled and not 1 <= args.online_scaled <= args.devices:
+        parser.error("--online-scaled must be at least 1 and at most --devices")
+    scaled: dict[str, float] | None = None
+    with contextlib.ExitStack() as stack:
+        if args.work is not None:
+            args.work.mkdir(parents=True)
+            work = args.work
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="openmps-bench-")))
+        ours = await run(args.devices, args.online, work)
+        print("openmps:", {k: round(v, 2) for k, v in ours.items()})
+        bare = await run_bare(args.online)
+        print("bare:   ", {k: round(v, 2) for k, v in bare.items()})
+        if not args.skip_scaled:
+            scaled = await run_scaled(args.devices, args.online_scaled, work)
+            print("scaled: ", {k: round(v, 2) for k, v in scaled.items()})
     if not args.no_write:
         command = "python bench/broadcast.py"
         if args.devices != 1_000_000:
             command += f" --devices {args.devices}"
         if args.online != MAX_DEVICES:
             command += f" --online {args.online}"
-        print(write_results(args.devices, args.online, ours, bare, command), "->", RESULTS)
+        if args.skip_scaled:
+            command += " --skip-scaled"
+        elif args.online_scaled != 50_000:
+            command += f" --online-scaled {args.online_scaled}"
+        summary = write_results(args.devices, args.online, ours, bare, command, scaled)
+        print(summary, "->", RESULTS)
 
 
 if __name__ == "__main__":

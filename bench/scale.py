@@ -66,7 +66,7 @@ STOP_TIMEOUT_S = 90.0
 ACK_TIMEOUT_S = 900.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MACHINE = "whole machine"
-LEVEL = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ")
+LEVEL = re.compile(r"^\S+ \S+ ((?:WARNING|ERROR|CRITICAL) .*)")
 SCALED = [
     ("api-1", "api"),
     ("api-2", "api"),
@@ -350,13 +350,34 @@ async def run_topology(kind: str, n: int, calls: int, work: Path) -> Figures:
 
 
 def levels(log: Path) -> Counter[str]:
+    """Warnings, errors and tracebacks of a server log, numbers replaced by N."""
     found: Counter[str] = Counter()
     for line in log.read_text(errors="replace").splitlines():
         if match := LEVEL.match(line):
-            found[match.group(1)] += 1
+            found[re.sub(r"\d+", "N", match.group(1))] += 1
         elif line.startswith("Traceback"):
             found["Traceback"] += 1
     return found
+
+
+def log_summary(*runs: tuple[str, Figures]) -> str:
+    lines = [
+        f"- {kind} `{name}`: {count:,} x `{message}`"
+        for kind, figures in runs
+        for name, found in figures.log_lines.items()
+        for message, count in found.most_common(3)
+    ]
+    exits = [
+        f"{name} {code}" for _, figures in runs for name, code in figures.exits.items() if code != 0
+    ]
+    head = (
+        "Every server process stopped with exit code 0."
+        if not exits
+        else ("Exit codes other than 0: " + ", ".join(exits) + ".")
+    )
+    if not lines:
+        return head + " No warning or error in the server logs."
+    return head + " Warnings and errors in the server logs:\n\n" + "\n".join(lines)
 
 
 async def measure(
@@ -515,6 +536,20 @@ async def measure(
 # --- report ------------------------------------------------------------------------------------
 
 
+async def servers() -> str:
+    conn = await asyncpg.connect(plain(BASE_DATABASE_URL))
+    try:
+        postgres = str(await conn.fetchval("SHOW server_version")).split()[0]
+    finally:
+        await conn.close()
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        redis = (await client.info("server"))["redis_version"]
+    finally:
+        await client.aclose()
+    return f"PostgreSQL {postgres} and Redis {redis} on the same machine"
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -528,6 +563,7 @@ def machine() -> str:
     )
 
 
+PHASES = ["acked, one", "acked, scaled", "API calls, one", "API calls, scaled"]
 GROUPS = [
     "single",
     "api",
@@ -545,13 +581,14 @@ def cpu_table(single: Figures, scaled: Figures) -> str:
     phases = [single.cpu_ack, scaled.cpu_ack, single.cpu_api, scaled.cpu_api]
     walls = [single.ack_s, scaled.ack_s, single.api_s, scaled.api_s]
     rows = [
-        row("CPU seconds used by", "acked, one", "acked, scaled", "API calls, one", "API, scaled"),
+        row("CPU seconds used by", *PHASES),
         row("---", "---", "---", "---", "---"),
     ]
     for group in GROUPS:
         cells = [phase.get(group, 0.0) for phase in phases]
         if any(cells):
-            rows.append(row(group, *(f"{c:.1f}" for c in cells)))
+            label = "one process (all roles)" if group == "single" else group
+            rows.append(row(label, *(f"{c:.1f}" for c in cells)))
     ours = [sum(v for k, v in phase.items() if k != MACHINE) for phase in phases]
     rows.append(row("**this run**", *(f"**{c:.1f}**" for c in ours)))
     others = [max(0.0, phase.get(MACHINE, 0.0) - c) for phase, c in zip(phases, ours, strict=True)]
@@ -564,11 +601,11 @@ def cpu_table(single: Figures, scaled: Figures) -> str:
 def disturbed(single: Figures, scaled: Figures) -> list[str]:
     """Phases during which other work used more than a tenth of the machine."""
     found = []
-    for label, phase, wall in (
-        ("acked, one", single.cpu_ack, single.ack_s),
-        ("acked, scaled", scaled.cpu_ack, scaled.ack_s),
-        ("API calls, one", single.cpu_api, single.api_s),
-        ("API calls, scaled", scaled.cpu_api, scaled.api_s),
+    for label, phase, wall in zip(
+        PHASES,
+        [single.cpu_ack, scaled.cpu_ack, single.cpu_api, scaled.cpu_api],
+        [single.ack_s, scaled.ack_s, single.api_s, scaled.api_s],
+        strict=True,
     ):
         ours = sum(v for k, v in phase.items() if k != MACHINE)
         if phase.get(MACHINE, 0.0) - ours > 0.1 * wall * (os.cpu_count() or 1):
@@ -625,11 +662,13 @@ def figures_table(n: int, calls: int, single: Figures, scaled: Figures) -> str:
     )
 
 
-def section(n: int, calls: int, single: Figures, scaled: Figures, command: str) -> str:
+def section(
+    n: int, calls: int, single: Figures, scaled: Figures, command: str, backing: str
+) -> str:
     noisy = disturbed(single, scaled)
     quiet = (
         " Other work used more than a tenth of the machine during: "
-        + ", ".join(noisy)
+        + "; ".join(noisy)
         + "; those figures are lower than on a quiet machine."
         if noisy
         else " No other work used more than a tenth of the machine during any timed phase."
@@ -638,13 +677,16 @@ def section(n: int, calls: int, single: Figures, scaled: Figures, command: str) 
     return f"""<!-- scale:start -->
 ## One process against the scaled-out topology (`bench/scale.py`)
 
-Command: `{command}` — {time.strftime("%Y-%m-%d")}; {machine()}.
+Command: `{command}` — {time.strftime("%Y-%m-%d")}; {machine()}; {backing}.
 
 **Read this first.** This machine has 2 cores. The scaled topology's 7 server processes share
 those same two cores with each other (and with the device simulator, this driver, PostgreSQL
 and Redis), so no process gets a core of its own. What the ratios below show is the cost of
 the distribution (Redis round trips, pub/sub hops, more processes and connections on the same
-CPU) more than any gain; a gain from scaling out needs more cores or more machines.
+CPU) more than any gain; a gain from scaling out needs more cores or more machines. What little
+the scaled topology can win here is the second core: the one process is a single Python
+interpreter and uses at most one core, while the simulator, this driver and PostgreSQL need
+the other one too.
 
 {figures_table(n, calls, single, scaled)}
 
@@ -658,7 +700,9 @@ node(s)) push one message to every user; the clock runs from the first call unti
 counts {n:,} deliveries with status 2. API rate: {calls:,} signed PushSimple calls, one user
 with no device each, {IN_FLIGHT} in flight, round robin over the api node(s), every call
 answered; accepted calls divided by the time to answer them all. The scaled nodes run with the
-default settings.
+default settings. At this size the acked phase lasts {single.ack_s:.1f} s (one) and
+{scaled.ack_s:.1f} s (scaled), short enough to vary noticeably from run to run; a larger
+--devices gives a longer one.
 
 CPU time used during each timed phase, by kind of process, from /proc: "postgresql" is the
 backends serving the run's database, "redis" the whole Redis server (shared with whatever else
@@ -666,6 +710,8 @@ uses it), "the rest of the machine" every other busy second (other programs, Pos
 writer, the kernel).{quiet}
 
 {cpu_table(single, scaled)}
+
+{log_summary(("one", single), ("scaled", scaled))}
 <!-- scale:end -->"""
 
 
@@ -688,8 +734,8 @@ def show(kind: str, figures: Figures) -> None:
     )
     print(f"  exit codes: {figures.exits}")
     for name, found in figures.log_lines.items():
-        if found:
-            print(f"  {name} log: {dict(found)}")
+        for message, count in found.most_common(5):
+            print(f"  {name} log: {count} x {message}")
 
 
 @contextlib.contextmanager
@@ -736,7 +782,8 @@ async def main() -> None:
             command += f" --devices {args.devices}"
         if args.calls != 3000:
             command += f" --calls {args.calls}"
-        write(section(args.devices, args.calls, single, scaled, command))
+        backing = await servers()
+        write(section(args.devices, args.calls, single, scaled, command, backing))
         print("->", RESULTS)
 
 
