@@ -1095,9 +1095,11 @@ async def own_jobs(session: Any, *where: Any) -> list[Job]:
                 NOT_HELD,
                 *where,
             )
-            .order_by(Delivery.id)
         )
     ).all()
+    # Oldest first, sorted here: an ORDER BY lets PostgreSQL walk the whole primary key of a
+    # million-row broadcast to find the few thousand rows of the connected devices.
+    rows = sorted(rows, key=lambda row: row[0])
     bodies: dict[int, str] = {}  # message pk -> body: a broadcast has one message
     jobs = []
     for d_id, device_pk, message_pk, key, task_pk, payload, expires_at in rows:
@@ -1135,9 +1137,9 @@ async def vendor_jobs(session: Any, *where: Any) -> list[VendorJob]:
                 NOT_HELD,
                 *where,
             )
-            .order_by(Delivery.id)
         )
     ).all()
+    rows = sorted(rows, key=lambda row: row[0])  # oldest first (see own_jobs)
     return [
         VendorJob(
             app_pk,
