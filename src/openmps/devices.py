@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from openmps.channels.registry import THIRD_CHANNELS
-from openmps.dispatch import Dispatch, Job, message_body, message_frame
+from openmps.dispatch import Dispatch
 from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
+from openmps.push import own_jobs
 from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO
 from openmps.store import Binding, Delivery, Device, Message, Store
 
@@ -194,35 +195,31 @@ class Devices:
                 device_row = await session.get(Device, device.id)
                 if device_row is not None:
                     device_row.os_type = os_type
-            waiting = (
-                await session.execute(
-                    select(
-                        Delivery.id,
-                        Message.msg_key,
-                        Message.task_pk,
-                        Message.payload,
-                        Message.expires_at,
+            waiting = list(
+                (
+                    await session.scalars(
+                        select(Delivery.id)
+                        .join(Message, Message.id == Delivery.message_pk)
+                        .where(
+                            Message.app_pk == app_pk,
+                            Message.delivery_type == 3,
+                            Message.target == user_id,
+                            Message.revoked_at.is_(None),
+                            Delivery.device_pk.is_(None),
+                            Delivery.final.is_(False),
+                            Delivery.expires_at > now,
+                            # not those held for review (status -1): approval sends them
+                            Delivery.status_channel == NO_BIND_INFO.channel.value,
+                            Delivery.code == NO_BIND_INFO.code,
+                        )
                     )
-                    .join(Message, Message.id == Delivery.message_pk)
-                    .where(
-                        Message.app_pk == app_pk,
-                        Message.delivery_type == 3,
-                        Message.target == user_id,
-                        Message.revoked_at.is_(None),
-                        Delivery.device_pk.is_(None),
-                        Delivery.final.is_(False),
-                        Delivery.expires_at > now,
-                        # not those held for review (status -1): approval sends them
-                        Delivery.status_channel == NO_BIND_INFO.channel.value,
-                        Delivery.code == NO_BIND_INFO.code,
-                    )
-                    .order_by(Delivery.id)
-                )
-            ).all()
+                ).all()
+            )
+            jobs = []
             if waiting:
                 await session.execute(
                     update(Delivery)
-                    .where(Delivery.id.in_([row[0] for row in waiting]))
+                    .where(Delivery.id.in_(waiting))
                     .values(
                         device_pk=device.id,
                         status_channel=DEVICE_NOT_ONLINE.channel.value,
@@ -230,22 +227,8 @@ class Devices:
                         updated_at=now,
                     )
                 )
-        jobs = [
-            Job(
-                delivery_id,
-                device.id,
-                message_frame(
-                    delivery_id,
-                    message_body(
-                        payload,
-                        msg_key=key,
-                        task_id=task_pk,
-                        expires_ms=int(expires_at.timestamp() * 1000),
-                    ),
-                ),
-            )
-            for delivery_id, key, task_pk, payload, expires_at in waiting
-        ]
+                # The same frames as every other own-channel send (openmps.push.own_jobs).
+                jobs = await own_jobs(session, Delivery.id.in_(waiting))
         await self._dispatcher.submit(jobs)
         return len(jobs)
 
