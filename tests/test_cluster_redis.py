@@ -7,6 +7,7 @@ skipped. Each test uses a key prefix of its own and deletes its keys afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,11 @@ from openmps.cluster.presence import Presence, Refreshed
 from openmps.cluster.redis import check_node_id, check_prefix, connect, default_node_id, shown_url
 from openmps.cluster.routing import FrameRouter, RoutedBatch, RoutedFrame, Subscription
 from openmps.errors import ApiError, ConfigError
+from openmps.gateway.hub import Hub, Link
+from openmps.scaleout.gateway import GatewayNode
+from openmps.scaleout.node import ClusterNode
+from openmps.statuswriter import StatusWriter
+from openmps.store import Store
 from tests.conftest import free_port
 
 # Needs PostgreSQL and Redis: `make test-postgres` (and CI) runs it, `make test` does not.
@@ -278,6 +284,79 @@ async def test_presence_attach_detach_and_lookup(
     assert await gw_a.node_of(1) is None
     assert await gw_a.online_devices("gw-a") == set()
     assert await gw_a.detach(1, "gw-a") is False
+
+
+class _Quiet:
+    """A link's socket that is never written to in these tests."""
+
+    async def send(self, message: str) -> None:
+        raise AssertionError(f"nothing is sent here, got {message!r}")
+
+
+@contextlib.asynccontextmanager
+async def _gateway_node(
+    client: Redis, prefix: str, tmp_path: Path
+) -> AsyncIterator[tuple[GatewayNode, Hub, list[Link]]]:
+    """A gateway node "gw-new" over ``client`` with its hub; the list collects the links it
+    closed because another node took their device."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'openmps.db'}")
+    node = ClusterNode(
+        client, node_id="gw-new", prefix=prefix, presence_ttl_s=30, stream_maxlen=1000
+    )
+    hub = Hub()
+    gateway = GatewayNode(
+        node, hub=hub, store=store, writer=StatusWriter(store, flush_interval_s=1, flush_max=9)
+    )
+    dropped: list[Link] = []
+
+    def drop(link: Link) -> bool:
+        dropped.append(link)
+        hub.detach(link)
+        return True
+
+    gateway.drop = drop
+    try:
+        yield gateway, hub, dropped
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def gateway_node(
+    client: Redis, prefix: str, tmp_path: Path
+) -> AsyncIterator[tuple[GatewayNode, Hub, list[Link]]]:
+    async with _gateway_node(client, prefix, tmp_path) as found:
+        yield found
+
+
+async def test_a_link_still_announcing_itself_is_not_taken_for_a_takeover(
+    gateway_node: tuple[GatewayNode, Hub, list[Link]], other_client: Redis, prefix: str
+) -> None:
+    # Regression: a device moving from a killed gateway (its entry still names "gw-old") was
+    # closed with 4009 by its new gateway when the presence refresh ran between the link
+    # joining the hub and its presence attach: the device SDK took 4009 as final and stopped.
+    gateway, hub, dropped = gateway_node
+    old = Presence(other_client, prefix=prefix, ttl_s=30)
+    await old.attach(5, "gw-old")
+    link = Link(5, _Quiet())
+    hub.attach(link)
+    opening = asyncio.create_task(gateway.opened(link))
+    await asyncio.sleep(0)  # the attach is under way
+
+    await gateway.refresh()
+    await opening
+
+    assert dropped == []
+    assert await old.node_of(5) == "gw-new"
+    await gateway.refresh()
+    assert dropped == []
+
+    # Now another node takes the device over: the next refresh closes this node's link.
+    assert await old.attach(5, "gw-other") == "gw-new"
+    await gateway.refresh()
+    assert dropped == [link]
+    assert hub.get(5) is None
+    assert await old.node_of(5) == "gw-other"
 
 
 async def test_presence_entries_expire_without_refresh(client: Redis, prefix: str) -> None:
@@ -718,4 +797,34 @@ async def test_listen_comes_back_after_a_redis_outage(client: Redis, prefix: str
             assert await _next(gw_a) == RoutedBatch([RoutedFrame(2, 2, "{}")])
     finally:
         await listener_client.aclose()
+        await proxy.cut()
+
+
+async def test_a_link_whose_presence_attach_failed_is_announced_by_the_next_refresh(
+    other_client: Redis, prefix: str, tmp_path: Path
+) -> None:
+    # Before: the refresh found the entry of the gateway the device came from and closed the
+    # device's new link with 4009 (final for the device SDK).
+    proxy = _Proxy(free_port())
+    await proxy.start()
+    node_client = await connect(f"redis://127.0.0.1:{proxy.port}/0", retries=1)
+    old = Presence(other_client, prefix=prefix, ttl_s=30)
+    await old.attach(5, "gw-old")
+    try:
+        async with _gateway_node(node_client, prefix, tmp_path) as (gateway, hub, dropped):
+            link = Link(5, _Quiet())
+            hub.attach(link)
+            await proxy.cut()
+            await gateway.opened(link)  # logs the failure; the device stays connected
+            assert await old.node_of(5) == "gw-old"
+
+            await proxy.start()
+            await gateway.refresh()
+
+            assert dropped == []
+            assert hub.get(5) is link
+            assert await old.node_of(5) == "gw-new"
+            assert gateway.resyncs == 1  # frames routed to gw-old meanwhile are offered again
+    finally:
+        await node_client.aclose()
         await proxy.cut()

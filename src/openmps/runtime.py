@@ -153,7 +153,7 @@ class Runtime:
             events=self.gateway_node,
         )
         if self.gateway_node is not None:
-            self.gateway_node.gateway = self.gateway
+            self.gateway_node.drop = self.gateway.drop
         self._tasks: set[asyncio.Task[Any]] = set()
         self.gateway_port: int | None = None
         self.started = False  # start() finished: intake running, gateway listening

@@ -46,7 +46,7 @@ class _Close(Exception):
 class LinkEvents(Protocol):
     """Told when a device's link opens and closes (scaled out: presence in Redis)."""
 
-    async def opened(self, device_pk: int) -> None:
+    async def opened(self, link: Link) -> None:
         """The device's link is in the hub; its pending deliveries are read next."""
         ...
 
@@ -145,10 +145,10 @@ class Gateway:
         self._server.close(close_connections=True)
         await self._server.wait_closed()
 
-    def drop(self, device_pk: int) -> bool:
-        """Close the device's link here because it connected elsewhere (4009 replaced)."""
-        link = self.hub.get(device_pk)
-        if link is None:
+    def drop(self, link: Link) -> bool:
+        """Close ``link`` because its device connected elsewhere (4009 replaced); False when it
+        is no longer the device's link here (closed, or replaced by a newer one)."""
+        if self.hub.get(link.device_pk) is not link:
             return False
         self.hub.detach(link)
         self._spawn(_close_replaced(link))
@@ -166,7 +166,7 @@ class Gateway:
                 self._spawn(_close_replaced(replaced))
             if self._events is not None:
                 # Before the pending read: a push stored after that read finds the device here.
-                await self._events.opened(device_pk)
+                await self._events.opened(link)
             await ws.send(
                 json.dumps(
                     {

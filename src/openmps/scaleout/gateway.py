@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
 from openmps.cluster.routing import Subscription
-from openmps.gateway.hub import Hub
-from openmps.gateway.server import Gateway
+from openmps.gateway.hub import Hub, Link
 from openmps.push import ONLINE_CHUNK, own_jobs
 from openmps.scaleout.node import ClusterNode
 from openmps.statuswriter import StatusWriter
@@ -41,18 +40,27 @@ class GatewayNode:
         self._hub = hub  # this process's links
         self._store = store  # for resync: what is pending and unsent
         self._writer = writer  # sent_at not yet written is flushed before a resync reads
-        self.gateway: Gateway | None = None  # set by the runtime; drop() closes stale links
+        # Closes a link whose device another node took over (Gateway.drop); set by the runtime.
+        self.drop: Callable[[Link], bool] | None = None
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.resyncs = 0  # links resynced since start (tests, logs)
+        self._opening: set[Link] = set()  # links whose presence attach is under way
+        self._unannounced: set[Link] = set()  # links whose presence attach failed
 
-    async def opened(self, device_pk: int) -> None:
+    async def opened(self, link: Link) -> None:
+        # Until the entry names this node, another node's entry for the device (the gateway
+        # it left, maybe dead) is expected: the refresh must not take it for a takeover.
+        self._opening.add(link)
         try:
-            await self._node.presence.attach(device_pk, self._node.node_id)
+            await self._node.presence.attach(link.device_pk, self._node.node_id)
         except _REDIS_DOWN as exc:
             # The next refresh writes it (and resyncs the device): until then no frame is
             # routed here for it, and its deliveries wait in the store.
-            logger.warning("presence attach of device %d failed: %s", device_pk, exc)
+            self._unannounced.add(link)
+            logger.warning("presence attach of device %d failed: %s", link.device_pk, exc)
+        finally:
+            self._opening.discard(link)
 
     async def closed(self, device_pk: int) -> None:
         try:
@@ -118,21 +126,37 @@ class GatewayNode:
                 self._hub.offer(frame.device_pk, frame.delivery_id, frame.frame)
 
     async def _refresh(self) -> None:
-        presence = self._node.presence
         while True:
-            await asyncio.sleep(presence.refresh_interval_s)
+            await asyncio.sleep(self._node.presence.refresh_interval_s)
             try:
-                found = await presence.refresh(
-                    self._node.node_id, [link.device_pk for link in self._hub.links()]
-                )
-                for device_pk in found.lost:
-                    if self.gateway is not None:
-                        self.gateway.drop(device_pk)
-                if found.lost:
-                    logger.info("presence: %d devices moved to other nodes", len(found.lost))
-                if found.restored:
-                    await self.resync(found.restored)
+                await self.refresh()
             except _REDIS_DOWN as exc:
                 logger.warning("presence refresh failed: %s", exc)
             except Exception:
                 logger.exception("presence refresh failed")
+
+    async def refresh(self) -> None:
+        """One round of presence upkeep: announce the links whose attach failed, renew the
+        others' entries, close the links of devices another node took over (4009), resync
+        the devices whose entry had expired. Links whose attach is under way are left out:
+        their entry may still name the node they came from."""
+        presence, node_id = self._node.presence, self._node.node_id
+        links = [link for link in self._hub.links() if link not in self._opening]
+        current = set(links)
+        self._unannounced = {link for link in self._unannounced if link in current}
+        announced: list[int] = []
+        for link in list(self._unannounced):
+            await presence.attach(link.device_pk, node_id)
+            self._unannounced.discard(link)
+            announced.append(link.device_pk)
+        held = {link.device_pk: link for link in links}
+        found = await presence.refresh(node_id, held)
+        dropped = 0
+        for device_pk in found.lost:
+            if self.drop is not None and self.drop(held[device_pk]):
+                dropped += 1
+        if dropped:
+            logger.info("presence: %d devices moved to other nodes", dropped)
+        if found.restored or announced:
+            # Frames routed elsewhere (or nowhere) while the entry was missing or wrong.
+            await self.resync([*found.restored, *announced])
