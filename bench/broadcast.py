@@ -2,7 +2,7 @@
 delivery rate to the devices online.
 
     .venv/bin/python bench/broadcast.py [--devices 1000000] [--online 19000]
-        [--online-scaled 50000 | --skip-scaled]
+        [--online-scaled 50000 | --skip-scaled | --only-scaled]
 
 Part 1: ``--devices`` Android devices are written straight into a fresh SQLite store (setup,
 not measured), the server is started, and one PushBroadcast (PushStatus 1: every device) is
@@ -533,6 +533,9 @@ async def main() -> None:
         help="online devices of part 3, the scaled topology on PostgreSQL + Redis",
     )
     parser.add_argument("--skip-scaled", action="store_true", help="leave part 3 out")
+    parser.add_argument(
+        "--only-scaled", action="store_true", help="run part 3 alone and print (writes nothing)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--work", type=Path, help="keep the store and server log here")
     args = parser.parse_args()
@@ -540,6 +543,8 @@ async def main() -> None:
         parser.error("--devices must be at least 1")
     if not 1 <= args.online <= min(MAX_DEVICES, args.devices):
         parser.error(f"--online must be 1..{MAX_DEVICES} and at most --devices")
+    if args.only_scaled and args.skip_scaled:
+        parser.error("--only-scaled and --skip-scaled exclude each other")
     if not args.skip_scaled and not 1 <= args.online_scaled <= args.devices:
         parser.error("--online-scaled must be at least 1 and at most --devices")
     scaled: dict[str, float] | None = None
@@ -549,6 +554,10 @@ async def main() -> None:
             work = args.work
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="openmps-bench-")))
+        if args.only_scaled:
+            scaled = await run_scaled(args.devices, args.online_scaled, work)
+            print("scaled: ", {k: round(v, 2) for k, v in scaled.items()})
+            return
         ours = await run(args.devices, args.online, work)
         print("openmps:", {k: round(v, 2) for k, v in ours.items()})
         bare = await run_bare(args.online)

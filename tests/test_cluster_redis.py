@@ -14,6 +14,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +22,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from sqlalchemy import select
 
+from openmps.apps import create_app
 from openmps.cluster.bus import MAX_BLOCK_MS, DispatchStream, StreamDepth, StreamEntry
 from openmps.cluster.nonces import RedisNonceCache
 from openmps.cluster.presence import Presence, Refreshed
@@ -29,10 +32,12 @@ from openmps.cluster.redis import check_node_id, check_prefix, connect, default_
 from openmps.cluster.routing import FrameRouter, RoutedBatch, RoutedFrame, Subscription
 from openmps.errors import ApiError, ConfigError
 from openmps.gateway.hub import Hub, Link
+from openmps.scaleout.dispatch import ClusterDispatcher
 from openmps.scaleout.gateway import GatewayNode
 from openmps.scaleout.node import ClusterNode
+from openmps.scaleout.recovery import RecoverySweep
 from openmps.statuswriter import StatusWriter
-from openmps.store import Store
+from openmps.store import App, Delivery, Device, Message, Store, Task
 from tests.conftest import free_port
 
 # Needs PostgreSQL and Redis: `make test-postgres` (and CI) runs it, `make test` does not.
@@ -828,3 +833,78 @@ async def test_a_link_whose_presence_attach_failed_is_announced_by_the_next_refr
     finally:
         await node_client.aclose()
         await proxy.cut()
+
+
+async def test_recovery_counts_quiet_time_from_its_own_first_sight(
+    client: Redis, other_client: Redis, prefix: str, tmp_path: Path
+) -> None:
+    # Regression: a broadcast's rows carry the start of their transaction; one that took
+    # longer than recovery_after_s to commit (a million rows on PostgreSQL: 36 s) had its
+    # online devices' frames routed twice, by the api node and by the first sweep after it.
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'openmps.db'}")
+    node = ClusterNode(
+        client, node_id="sched-1", prefix=prefix, presence_ttl_s=30, stream_maxlen=1000
+    )
+    sweep = RecoverySweep(node, store=store, dispatcher=ClusterDispatcher(node), after_s=0.6)
+    try:
+        app = await create_app(store, "recovery")
+        long_ago = datetime.now(UTC) - timedelta(hours=1)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        async with store.write() as session:
+            app_pk = await session.scalar(select(App.id).where(App.app_id == app.app_id))
+            device = Device(
+                app_pk=app_pk,
+                delivery_token="t-1",
+                secret_hash="x",
+                platform="android",
+                created_at=long_ago,
+            )
+            task = Task(
+                request_id="r-1",
+                app_pk=app_pk,
+                kind="broadcast",
+                delivery_type=1,
+                created_at=long_ago,
+                expires_at=later,
+            )
+            session.add_all([device, task])
+            await session.flush()
+            message = Message(
+                task_pk=task.id,
+                app_pk=app_pk,
+                msg_key="k-1",
+                target="*",
+                delivery_type=1,
+                payload={"title": "t", "content": "c"},
+                created_at=long_ago,
+                expires_at=later,
+            )
+            session.add(message)
+            await session.flush()
+            delivery = Delivery(
+                message_pk=message.id,
+                device_pk=device.id,
+                route="own",
+                status_channel="common",
+                code=1,
+                final=False,
+                expires_at=later,
+                updated_at=long_ago,
+            )
+            session.add(delivery)
+            await session.flush()
+            device_pk, delivery_id = device.id, delivery.id
+        gateway = Presence(other_client, prefix=prefix, ttl_s=30)
+        await gateway.heartbeat("gw-x")
+        await gateway.attach(device_pk, "gw-x")
+        async with FrameRouter(other_client, prefix=prefix).listen("gw-x") as gw_x:
+            assert await sweep.sweep() == (0, 0)  # first sight: not stuck yet
+            await asyncio.sleep(0.7)
+            assert await sweep.sweep() == (0, 1)
+            batch = await _next(gw_x)
+            assert [(f.device_pk, f.delivery_id) for f in batch.frames] == [
+                (device_pk, delivery_id)
+            ]
+            assert await sweep.sweep() == (0, 0)  # routed again just now: another spell first
+    finally:
+        await store.close()

@@ -10,14 +10,18 @@ nothing on their way. Every ``interval_s`` the sweep looks for them:
   set, so each is picked again only after another quiet spell. A worker claims before it
   sends, so a delivery whose first entry was only slow is still sent once.
 - **own channel**: pending deliveries of devices online now that were never written to their
-  link (``sent_at`` empty) and are older than ``after_s`` are routed to the device's node
-  again; a frame that arrives twice is deduplicated by the device SDK.
+  link (``sent_at`` empty) through sweeps ``after_s`` seconds apart are routed to the
+  device's node again; a frame that arrives twice is deduplicated by the device SDK. The
+  time counts from the first sweep that saw the delivery, not from its ``updated_at``: a
+  broadcast's rows carry the start of a transaction that may have taken longer than
+  ``after_s`` to commit, and are being routed normally right after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from openmps.push import ONLINE_CHUNK, own_jobs
@@ -50,6 +54,9 @@ class RecoverySweep:
         self._interval_s = interval_s or max(0.5, min(5.0, after_s / 3))  # between rounds
         self.republished = 0  # vendor deliveries published again since start
         self.rerouted = 0  # own-channel frames routed again since start
+        # Own-channel deliveries seen unsent by a sweep: delivery id -> when first seen
+        # (monotonic). Only those of online devices, forgotten once sent or no longer pending.
+        self._unsent_since: dict[int, float] = {}
 
     async def run(self) -> None:
         """Sweep forever (cancel to stop)."""
@@ -85,17 +92,26 @@ class RecoverySweep:
 
         rerouted = 0
         online = await self._dispatcher.online_devices()
+        seen_now = time.monotonic()
+        unsent_since: dict[int, float] = {}
         async with self._store.session() as session:
             for at in range(0, len(online), ONLINE_CHUNK):
                 jobs = await own_jobs(
                     session,
                     Delivery.device_pk.in_(online[at : at + ONLINE_CHUNK]),
                     Delivery.sent_at.is_(None),
-                    Delivery.updated_at < quiet_since,
                     Delivery.expires_at > now,
                 )
-                if jobs:
-                    rerouted += await self._dispatcher.route(jobs)
+                stuck = []
+                for job in jobs:
+                    since = self._unsent_since.get(job.delivery_id, seen_now)
+                    if seen_now - since >= self._after_s:
+                        stuck.append(job)
+                        since = seen_now  # routed again now: another quiet spell before next
+                    unsent_since[job.delivery_id] = since
+                if stuck:
+                    rerouted += await self._dispatcher.route(stuck)
+        self._unsent_since = unsent_since
         if rerouted:
             logger.warning(
                 "recovery: %d own-channel deliveries of online devices were never written to "
