@@ -44,7 +44,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 MIGRATION_LOCK = 0x6F6D7073  # PostgreSQL advisory lock key held while migrating ("omps")
 
 
-def _upgrade(connection: Connection) -> None:
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Migrate the schema on ``connection`` to ``revision`` (tests stop at earlier ones)."""
     if connection.dialect.name == "postgresql":
         # Scaled out, many processes start at once on one database: one migrates, the others
         # wait here (the lock ends with the transaction) and then find the schema at head.
@@ -52,7 +53,7 @@ def _upgrade(connection: Connection) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 class Store:
@@ -97,7 +98,7 @@ class Store:
         try:
             if migrate:
                 async with engine.begin() as conn:
-                    await conn.run_sync(_upgrade)
+                    await conn.run_sync(upgrade)
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             raise StoreError(

@@ -195,8 +195,10 @@ class Delivery(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    device_pk: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    # messages.id and devices.id, without foreign keys: their per-row checks were most of a
+    # broadcast's expansion on PostgreSQL (migration 0005, docs/decisions.md).
+    message_pk: Mapped[int] = mapped_column(Id)
+    device_pk: Mapped[int | None] = mapped_column(Id)
     # How it goes out: "own" (the device gateway) or a vendor channel (issue 3).
     route: Mapped[str] = mapped_column(String(16))
     # The status is the pair (status_channel, code): "common" for the seed's common codes.
