@@ -406,6 +406,9 @@ async def run_scaled(n: int, online: int, work: Path) -> dict[str, float]:
             print(f"[scaled] accepted and expanded in {figures['accept_s']:.2f} s (task {task})")
             figures["seconds"] = await wait_acked(db, int(task), online, started, "[scaled]")
             figures["rate"] = online / figures["seconds"]
+            # The expansion on PostgreSQL is most of the end-to-end time: the delivery rate
+            # proper counts from the answer (every delivery row committed) to the last ack.
+            figures["answered_rate"] = online / (figures["seconds"] - figures["accept_s"])
             print(
                 f"[scaled] {online} acked in {figures['seconds']:.2f} s: {figures['rate']:,.0f}/s",
                 flush=True,
@@ -457,8 +460,9 @@ def scaled_text(online: int, scaled: dict[str, float] | None) -> tuple[str, str]
     rows = f"""
 | scaled ({topology}): PushBroadcast to the same devices with {
         scaled["online"]:,.0f} online, SDK call to answer | {scaled["accept_s"]:.2f} s | |
-| scaled: acked deliveries per second to {scaled["online"]:,.0f} online devices | {
+| scaled: acked deliveries per second to {scaled["online"]:,.0f} online, SDK call to last ack | {
         scaled["rate"]:,.0f} | |
+| scaled: the same, from the answer to the last ack | {scaled["answered_rate"]:,.0f} | |
 | scaled: time until every online device's status is 2 | {scaled["seconds"]:.2f} s | |"""
     exits = (
         "every server process stopped with exit code 0"
