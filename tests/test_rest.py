@@ -54,9 +54,19 @@ async def test_docs_page_and_openapi_document(tenant: Tenant) -> None:
     async with httpx.AsyncClient(base_url=tenant.server.api_url) as http:
         page = await http.get("/docs")
         document = await http.get("/openapi.json")
+        script = await http.get("/docs/assets/swagger-ui-bundle.js")
+        style = await http.get("/docs/assets/swagger-ui.css")
+        missing = await http.get("/docs/assets/nothing.js")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "swagger-ui" in page.text and "/openapi.json" in page.text
+    assert "/openapi.json" in page.text
+    # Served by openmps itself, so the page works without internet access.
+    assert "cdn" not in page.text.lower()
+    assert '<script src="/docs/assets/swagger-ui-bundle.js">' in page.text
+    assert '<link type="text/css" rel="stylesheet" href="/docs/assets/swagger-ui.css">' in page.text
+    assert (script.status_code, style.status_code, missing.status_code) == (200, 200, 404)
+    assert script.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert "SwaggerUIBundle" in script.text
     assert document.status_code == 200
     spec = document.json()
     assert (spec["info"]["title"], spec["info"]["version"]) == ("openmps", __version__)

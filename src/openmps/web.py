@@ -10,8 +10,11 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from openmps import __version__
 from openmps.errors import BusinessError
@@ -215,13 +218,16 @@ async def internal_error_handler(request: Request, exc: Exception) -> JSONRespon
     )
 
 
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's scripts, styles and icon
+
+
 def build_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="openmps",
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=TAGS,
-        docs_url="/docs",
+        docs_url=None,  # served below, with Swagger UI's files from this package
         redoc_url=None,
     )
     app.state.runtime = runtime
@@ -237,4 +243,16 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(templates_router)
     app.include_router(review_router)
     app.include_router(schedules_router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="openmps API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
     return app
