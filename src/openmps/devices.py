@@ -15,7 +15,7 @@ from openmps.channels.registry import THIRD_CHANNELS
 from openmps.dispatch import Dispatch
 from openmps.errors import BusinessError
 from openmps.gateway.hub import Hub
-from openmps.push import own_jobs
+from openmps.jobs import own_jobs
 from openmps.statuses import DEVICE_NOT_ONLINE, NO_BIND_INFO
 from openmps.store import Binding, Delivery, Device, Message, Store
 
@@ -227,7 +227,7 @@ class Devices:
                         updated_at=now,
                     )
                 )
-                # The same frames as every other own-channel send (openmps.push.own_jobs).
+                # The same frames as every other own-channel send (openmps.jobs.own_jobs).
                 jobs = await own_jobs(session, Delivery.id.in_(waiting))
         await self._dispatcher.submit(jobs)
         return len(jobs)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Table, and_, or_, select, update
 
-from openmps.push import NOT_HELD
+from openmps.jobs import NOT_HELD
 from openmps.store import Delivery, Store
 from openmps.vendors import ROUTE_OWN
 

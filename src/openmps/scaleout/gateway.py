@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from openmps.cluster.routing import Subscription
 from openmps.gateway.hub import Hub, Link
-from openmps.push import ONLINE_CHUNK, own_jobs
+from openmps.jobs import ONLINE_CHUNK, own_jobs
 from openmps.scaleout.node import ClusterNode
 from openmps.statuswriter import StatusWriter
 from openmps.store import Delivery, Store

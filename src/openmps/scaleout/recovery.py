@@ -24,7 +24,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from openmps.push import ONLINE_CHUNK, own_jobs
+from openmps.jobs import ONLINE_CHUNK, own_jobs
 from openmps.scaleout import claims
 from openmps.scaleout.dispatch import ClusterDispatcher
 from openmps.scaleout.node import ClusterNode

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from openmps.cluster.bus import StreamEntry
-from openmps.push import vendor_jobs
+from openmps.jobs import vendor_jobs
 from openmps.scaleout import claims
 from openmps.scaleout.dispatch import vendor_entries
 from openmps.scaleout.node import ClusterNode

@@ -36,7 +36,9 @@ def upgrade() -> None:
                 batch.drop_constraint(_name(column, table), type_="foreignkey")
         return
     for key in sa.inspect(bind).get_foreign_keys("deliveries"):
-        op.drop_constraint(key["name"], "deliveries", type_="foreignkey")
+        name = key["name"]
+        assert name is not None  # PostgreSQL names every constraint
+        op.drop_constraint(name, "deliveries", type_="foreignkey")
 
 
 def downgrade() -> None:
