@@ -22,9 +22,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from sqlalchemy import select
 
-from openmps.apps import create_app
 from openmps.cluster.bus import MAX_BLOCK_MS, DispatchStream, StreamDepth, StreamEntry
 from openmps.cluster.nonces import RedisNonceCache
 from openmps.cluster.presence import Presence, Refreshed
@@ -37,8 +35,9 @@ from openmps.scaleout.gateway import GatewayNode
 from openmps.scaleout.node import ClusterNode
 from openmps.scaleout.recovery import RecoverySweep
 from openmps.statuswriter import StatusWriter
-from openmps.store import App, Delivery, Device, Message, Store, Task
+from openmps.store import Store
 from tests.conftest import free_port
+from tests.store_rows import pending_delivery
 
 # Needs PostgreSQL and Redis: `make test-postgres` (and CI) runs it, `make test` does not.
 pytestmark = pytest.mark.scale
@@ -847,53 +846,9 @@ async def test_recovery_counts_quiet_time_from_its_own_first_sight(
     )
     sweep = RecoverySweep(node, store=store, dispatcher=ClusterDispatcher(node), after_s=0.6)
     try:
-        app = await create_app(store, "recovery")
         long_ago = datetime.now(UTC) - timedelta(hours=1)
-        later = datetime.now(UTC) + timedelta(hours=1)
-        async with store.write() as session:
-            app_pk = await session.scalar(select(App.id).where(App.app_id == app.app_id))
-            device = Device(
-                app_pk=app_pk,
-                delivery_token="t-1",
-                secret_hash="x",
-                platform="android",
-                created_at=long_ago,
-            )
-            task = Task(
-                request_id="r-1",
-                app_pk=app_pk,
-                kind="broadcast",
-                delivery_type=1,
-                created_at=long_ago,
-                expires_at=later,
-            )
-            session.add_all([device, task])
-            await session.flush()
-            message = Message(
-                task_pk=task.id,
-                app_pk=app_pk,
-                msg_key="k-1",
-                target="*",
-                delivery_type=1,
-                payload={"title": "t", "content": "c"},
-                created_at=long_ago,
-                expires_at=later,
-            )
-            session.add(message)
-            await session.flush()
-            delivery = Delivery(
-                message_pk=message.id,
-                device_pk=device.id,
-                route="own",
-                status_channel="common",
-                code=1,
-                final=False,
-                expires_at=later,
-                updated_at=long_ago,
-            )
-            session.add(delivery)
-            await session.flush()
-            device_pk, delivery_id = device.id, delivery.id
+        row = await pending_delivery(store, created=long_ago, updated=long_ago)
+        device_pk, delivery_id = row.device_pk, row.delivery_id
         gateway = Presence(other_client, prefix=prefix, ttl_s=30)
         await gateway.heartbeat("gw-x")
         await gateway.attach(device_pk, "gw-x")

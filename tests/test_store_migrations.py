@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from openmps.apps import create_app
-from openmps.store import App, Delivery, Device, Message, Store, Task
+from openmps.store import Delivery, Store
 from openmps.store.db import upgrade
 from tests.conftest import TEST_DATABASE_URL, _postgres
+from tests.store_rows import pending_delivery
 
 
 @pytest.fixture
@@ -43,12 +42,12 @@ async def _migrate_to(url: str, revision: str) -> None:
 
 
 async def _foreign_keys(store: Store, table: str) -> list[tuple[list[str], str]]:
-    def read(conn: Connection) -> list[dict[str, Any]]:
-        return list(inspect(conn).get_foreign_keys(table))
+    def read(conn: Connection) -> list[tuple[list[str], str]]:
+        keys = inspect(conn).get_foreign_keys(table)
+        return sorted((key["constrained_columns"], key["referred_table"]) for key in keys)
 
     async with store.engine.connect() as conn:
-        keys = await conn.run_sync(read)
-    return sorted((key["constrained_columns"], key["referred_table"]) for key in keys)
+        return await conn.run_sync(read)
 
 
 async def _indexes(store: Store, table: str) -> list[str]:
@@ -67,52 +66,8 @@ async def test_deliveries_lose_their_foreign_keys_and_keep_their_rows(database_u
             (["device_pk"], "devices"),
             (["message_pk"], "messages"),
         ]
-        app = await create_app(store, "migrated")
         now = datetime.now(UTC)
-        async with store.write() as session:
-            app_pk = await session.scalar(select(App.id).where(App.app_id == app.app_id))
-            device = Device(
-                app_pk=app_pk,
-                delivery_token="tok-1",
-                secret_hash="h",
-                platform="android",
-                created_at=now,
-            )
-            task = Task(
-                request_id="req-1",
-                app_pk=app_pk,
-                kind="simple",
-                delivery_type=3,
-                created_at=now,
-                expires_at=now + timedelta(hours=1),
-            )
-            session.add_all([device, task])
-            await session.flush()
-            message = Message(
-                task_pk=task.id,
-                app_pk=app_pk,
-                msg_key="k-1",
-                target="tok-1",
-                delivery_type=3,
-                payload={"title": "t"},
-                created_at=now,
-                expires_at=now + timedelta(hours=1),
-            )
-            session.add(message)
-            await session.flush()
-            session.add(
-                Delivery(
-                    message_pk=message.id,
-                    device_pk=device.id,
-                    route="own",
-                    status_channel="common",
-                    code=1,
-                    final=False,
-                    expires_at=now + timedelta(hours=1),
-                    updated_at=now,
-                )
-            )
-            ids = (message.id, device.id)
+        row = await pending_delivery(store, created=now, updated=now)
     finally:
         await store.close()
 
@@ -135,6 +90,6 @@ async def test_deliveries_lose_their_foreign_keys_and_keep_their_rows(database_u
                     select(Delivery.message_pk, Delivery.device_pk, Delivery.code, Delivery.final)
                 )
             ).all()
-        assert [tuple(row) for row in rows] == [(*ids, 1, False)]
+        assert [tuple(r) for r in rows] == [(row.message_pk, row.device_pk, 1, False)]
     finally:
         await store.close()
