@@ -95,6 +95,70 @@ async def test_connected_devices_gauge(tenant: Tenant) -> None:
     await devices("0.0")
 
 
+async def test_single_process_metrics_have_no_cluster_levels(server: Server) -> None:
+    # Redis levels are the scaled-out mode's (tests/test_metrics_scale.py); one process shows
+    # exactly these families.
+    families = [line.split(" ")[2:] for line in await scrape(server) if line.startswith("# TYPE")]
+    assert families == [
+        ["openmps_pushes_accepted_total", "counter"],
+        ["openmps_connected_devices", "gauge"],
+        ["openmps_push_intake_queued", "gauge"],
+        ["openmps_vendor_queued", "gauge"],
+        ["openmps_vendor_retries_waiting", "gauge"],
+        ["openmps_status_changes_written_total", "counter"],
+        ["openmps_vendor_request_seconds", "histogram"],
+        ["openmps_deliveries_total", "counter"],
+        ["process_virtual_memory_bytes", "gauge"],
+        ["process_resident_memory_bytes", "gauge"],
+        ["process_start_time_seconds", "gauge"],
+        ["process_cpu_seconds_total", "counter"],
+        ["process_open_fds", "gauge"],
+        ["process_max_fds", "gauge"],
+    ]
+
+
+OWN_ACKED = 'openmps_deliveries_total{channel="own",code="2",status_channel="common"}'
+
+
+def own_acked(lines: list[str]) -> float:
+    (value,) = [line.split(" ")[1] for line in lines if line.startswith(OWN_ACKED + " ")]
+    return float(value)
+
+
+async def test_own_channel_acks_are_counted_once_per_delivery(tenant: Tenant) -> None:
+    device = await tenant.register("android")
+    before = own_acked(await scrape(tenant.server))
+    client = tenant.device(device, auto_ack=False)
+    await client.connect()
+    try:
+        response = await tenant.sdk().push_simple_async(
+            models.PushSimpleRequest(
+                app_id=tenant.app_id,
+                workspace_id=tenant.workspace_id,
+                delivery_type=1,
+                expired_seconds=300,
+                title="Hello",
+                content="Hi",
+                target_msgkey=json.dumps({device.delivery_token: "ops-ack-1"}),
+            )
+        )
+        assert response.body.result_code == "OK"
+        message = await asyncio.wait_for(anext(aiter(client)), 10)
+        await client.ack(message.id)
+
+        async def counted() -> bool:
+            return own_acked(await scrape(tenant.server)) == before + 1
+
+        await eventually(counted)
+        # The device acks again (a retry, or the message came twice): not counted again.
+        await client.ack(message.id, message.id)
+        await asyncio.sleep(0.3)  # the status writer flushes every 50 ms
+        lines = await scrape(tenant.server)
+    finally:
+        await client.close()
+    assert f"{OWN_ACKED} {before + 1}" in lines
+
+
 async def test_readyz_when_ready(server: Server) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"{server.api_url}/readyz")

@@ -66,4 +66,4 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(await runtime.metrics.scrape(), media_type=CONTENT_TYPE)

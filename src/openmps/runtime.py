@@ -159,6 +159,7 @@ class Runtime:
         self.started = False  # start() finished: intake running, gateway listening
         self.stopping = False  # a stop was asked for (signal or stop()); /readyz answers 503
         self.metrics = Metrics(self)
+        self.writer.on_own_acked = self.metrics.count_own_acked
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:

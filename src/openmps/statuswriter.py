@@ -6,6 +6,10 @@ vendor outcomes) in memory and flushes them in one transaction every ``flush_int
 soon as ``flush_max`` of one kind are waiting. An ack that is waiting and not yet written is
 lost if the process dies: the delivery then stays pending and is sent again on reconnect (at
 least once), which the device SDK deduplicates. A lost receipt is only missing from analytics.
+
+The writer counts the own-channel deliveries whose ack it writes (:attr:`StatusWriter.own_acked`,
+reported to ``on_own_acked`` for metrics): once per delivery, however often its device acks
+it, and only after the transaction committed.
 """
 
 from __future__ import annotations
@@ -13,19 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, case, func, update
+from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from openmps.statuses import ACKED
 from openmps.store import Delivery, Device, Store
 from openmps.store.models import UTCDateTime
+from openmps.vendors import ROUTE_OWN
 
 logger = logging.getLogger(__name__)
 
 # Core table, not the ORM class: an executemany UPDATE keyed by our own bind parameters.
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_LOCK_CHUNK = 1000  # delivery ids per SELECT ... FOR UPDATE of the acks about to be written
 
 
 class StatusWriter:
@@ -49,6 +57,9 @@ class StatusWriter:
         self._stopping = False
         # Status changes and receipts (not sent_at) written since start (tests and metrics).
         self.written = 0
+        # Own-channel deliveries whose ack was written (each once), and who hears of each batch.
+        self.own_acked = 0
+        self.on_own_acked: Callable[[int], object] | None = None
         self._changes = 0  # changes of any kind handed over since start
         self._durable = 0  # of those, how many are known to be written (see sync)
         self._flushed = asyncio.Event()  # set, and replaced, after each successful flush
@@ -169,9 +180,11 @@ class StatusWriter:
         # A message sent and acked within one batch (the usual case on a live link) gets its
         # sent_at from the ack's UPDATE: one statement per delivery, not two.
         sent_alone = {key: at for key, at in sent.items() if key not in acks}
+        own_acked = 0
         try:
             async with self._store.write() as session:
                 if acks:
+                    own_acked = await _own_unacked(session, acks)
                     await session.execute(
                         update(_DELIVERIES)
                         .where(
@@ -280,6 +293,10 @@ class StatusWriter:
                     kept.setdefault(key, value)
             raise
         self.written += len(acks) + len(opens) + len(ignores) + len(outcomes)
+        if own_acked:
+            self.own_acked += own_acked
+            if self.on_own_acked is not None:
+                self.on_own_acked(own_acked)
         self._mark_durable(mark)
         logger.debug(
             "status flush: %d acks, %d opens, %d ignores, %d sent",
@@ -294,3 +311,31 @@ class StatusWriter:
         self._durable = max(self._durable, mark)
         done, self._flushed = self._flushed, asyncio.Event()
         done.set()
+
+
+async def _own_unacked(session: AsyncSession, acks: Mapping[tuple[int, int], datetime]) -> int:
+    """How many of these acks name an own-channel delivery of that device not acked yet: the
+    rows the ack UPDATE that follows turns to acked (its rowcount is not reported for a batch).
+
+    The rows are locked in id order (FOR UPDATE; SQLite has a single writer anyway) so that a
+    second gateway writing an ack of the same delivery at the same time waits and then finds
+    it acked: each delivery is counted once.
+    """
+    ids = sorted({delivery_id for delivery_id, _ in acks})
+    count = 0
+    for at in range(0, len(ids), _LOCK_CHUNK):
+        rows = await session.execute(
+            select(_DELIVERIES.c.id, _DELIVERIES.c.device_pk, _DELIVERIES.c.route)
+            .where(
+                _DELIVERIES.c.id.in_(ids[at : at + _LOCK_CHUNK]),
+                _DELIVERIES.c.acked_at.is_(None),
+            )
+            .order_by(_DELIVERIES.c.id)
+            .with_for_update()
+        )
+        count += sum(
+            1
+            for delivery_id, device_pk, route in rows
+            if route == ROUTE_OWN and (delivery_id, device_pk) in acks
+        )
+    return count

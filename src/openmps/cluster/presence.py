@@ -5,6 +5,7 @@ Keys (``p`` is the deployment prefix)::
     p:presence:device:<device pk>     string: the node holding the device; expires after ttl
     p:presence:node:<node>:devices    set of device pks the node attached; expires after ttl
     p:presence:nodes                  sorted set: node -> the time its heartbeat runs out
+    p:presence:node:<node>:instance   string: the process beating as the node; expires after ttl
 
 The device key is the truth; the per-node set is a cheap index of it (:meth:`online_devices`
 reads both and drops members whose device key names another node). A holder keeps its entries
@@ -14,6 +15,9 @@ skewed node clocks do not matter.
 
 A device that reconnects to another node is taken over at once (:meth:`attach` returns the
 previous holder); the old node's later :meth:`detach` leaves the new holder's entry alone.
+
+A node id belongs to one process at a time: :meth:`claim` beats for the node as one process
+(a random instance token) and refuses while another process's beat for that id is alive.
 """
 
 from __future__ import annotations
@@ -97,6 +101,35 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) / 1000, ARGV[1])
 return 1
 """
 
+# KEYS: node sorted set, the node's instance key. ARGV: node, ttl ms, instance token.
+# Beats as that instance, unless another instance's beat for the node is still alive: then
+# returns {that instance, its remaining ms} and changes nothing.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[3] then
+  return {holder, redis.call('PTTL', KEYS[2])}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) / 1000, ARGV[1])
+return false
+"""
+
+# KEYS: node sorted set, then a node's device set (optional).
+# Returns {live nodes, members of the device set (or -1 without one)}.
+_CENSUS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local held = -1
+if #KEYS > 1 then
+  held = redis.call('SCARD', KEYS[2])
+end
+return {live, held}
+"""
+
 # KEYS: node sorted set.
 _LIVE = """
 local t = redis.call('TIME')
@@ -104,9 +137,15 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """
 
-# KEYS: node sorted set, this node's set. ARGV: node, device key prefix.
-# Forgets the node and every device entry that still names it; returns how many.
+# KEYS: node sorted set, this node's set, its instance key. ARGV: node, device key prefix,
+# instance token ('' for any). Forgets the node and every device entry that still names it;
+# returns how many, or -1 (nothing done) when another instance holds the node id now.
 _LEAVE = """
+local holder = redis.call('GET', KEYS[3])
+if ARGV[3] ~= '' and holder and holder ~= ARGV[3] then
+  return -1
+end
+redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
 local removed = 0
 for _, pk in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -131,6 +170,26 @@ class Refreshed:
     """Devices whose entry had expired (a pause longer than the TTL, or Redis lost its data)
     and was written again. Frames for them may have been dropped meanwhile while the device
     stayed connected: send each its pending deliveries from the store again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Another process whose beat for a node id is alive (:meth:`Presence.claim`)."""
+
+    instance: str
+    """Its instance token."""
+    remaining_ms: int
+    """How long its beat still lasts unless renewed, by the Redis server's clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """Counts for metrics (:meth:`Presence.census`)."""
+
+    live_nodes: int
+    """Nodes whose heartbeat has not run out."""
+    devices: int | None
+    """Members of the node's device set; None when no node was asked about."""
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
@@ -159,6 +218,8 @@ class Presence:
         self._refresh = client.register_script(_REFRESH)
         self._prune = client.register_script(_PRUNE)
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._claim = client.register_script(_CLAIM)
+        self._census = client.register_script(_CENSUS)
         self._live = client.register_script(_LIVE)
         self._leave = client.register_script(_LEAVE)
 
@@ -166,6 +227,9 @@ class Presence:
     def refresh_interval_s(self) -> float:
         """How often a holder should call :meth:`refresh` and :meth:`heartbeat`."""
         return self.ttl_s / 3
+
+    def _instance_key(self, node: str) -> str:
+        return key(self._prefix, "presence", "node", node, "instance")
 
     def _device_key(self, device_pk: int) -> str:
         return key(self._prefix, "presence", "device", device_pk)
@@ -262,18 +326,44 @@ class Presence:
         check_node_id(node)
         await self._heartbeat(keys=[self._nodes_key], args=[node, self._ttl_ms])
 
+    async def claim(self, node: str, instance: str) -> Holder | None:
+        """Beat for ``node`` as the process ``instance`` (a token of its own, random per
+        process): ``None`` when done (as :meth:`heartbeat`, and the node id is this process's
+        for ``ttl_s``). While another instance's beat for the node is alive, nothing is
+        written and that :class:`Holder` is returned."""
+        check_node_id(node)
+        held = await self._claim(
+            keys=[self._nodes_key, self._instance_key(node)], args=[node, self._ttl_ms, instance]
+        )
+        if not held:
+            return None
+        holder, remaining = held
+        return Holder(instance=str(holder), remaining_ms=int(remaining))
+
+    async def census(self, node: str | None = None) -> Census:
+        """The number of live nodes and, for ``node``, the members of its device set (the
+        devices it attached and still holds; SCARD, not checked against the device keys).
+        One script call: cheap enough for every metrics scrape."""
+        keys = [self._nodes_key]
+        if node is not None:
+            keys.append(self._node_set(node))
+        live, held = await self._census(keys=keys)
+        return Census(live_nodes=int(live), devices=int(held) if node is not None else None)
+
     async def live_nodes(self) -> list[str]:
         """Nodes whose last heartbeat is less than ``ttl_s`` old, sorted by name."""
         nodes = await self._live(keys=[self._nodes_key])
         return sorted(str(node) for node in nodes)
 
-    async def leave(self, node: str) -> int:
+    async def leave(self, node: str, instance: str | None = None) -> int:
         """On a clean shutdown: forget the node and its device entries; return how many.
 
         Entries another node took over are kept. Without this call they expire after ``ttl_s``.
+        With ``instance``, nothing is done (and -1 returned) when another instance holds the
+        node id now (:meth:`claim`): its entries are not this process's to remove.
         """
         removed = await self._leave(
-            keys=[self._nodes_key, self._node_set(node)],
-            args=[node, key(self._prefix, "presence", "device", "")],
+            keys=[self._nodes_key, self._node_set(node), self._instance_key(node)],
+            args=[node, key(self._prefix, "presence", "device", ""), instance or ""],
         )
         return int(removed)
