@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
 
@@ -164,3 +168,32 @@ async def test_foreign_ack_does_not_hide_a_pending_message(server: Server, tenan
     assert await task_rows(tenant, task_id) == [
         row(token, "k-hidden", token, 0, "DeviceNotOnlineOrNoResponse", final=False)
     ]
+
+
+SERVE = [sys.executable, "-m", "openmps", "serve"]
+
+
+def test_sigterm_right_after_the_ready_line_stops_gracefully(tmp_path: Path) -> None:
+    # Regression: the stop handlers were installed after the ready line was printed, so a
+    # SIGTERM sent as soon as it appeared (a supervisor, a test) killed the process (-15)
+    # without writing waiting status changes or closing the store.
+    for attempt in range(3):
+        data = tmp_path / f"data-{attempt}"
+        log = tmp_path / f"server-{attempt}.log"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                [*SERVE, "--data-dir", str(data), "--port", "0", "--gateway-port", "0"],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith("openmps ready:"):
+                    process.send_signal(signal.SIGTERM)
+                    break
+            code = process.wait(timeout=30)
+            process.stdout.close()
+        assert code == 0, f"attempt {attempt}: exit {code}; {log.read_text()[-2000:]}"
+        assert "stopped: 0 status changes written" in log.read_text()

@@ -48,6 +48,8 @@ class _Server(uvicorn.Server):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop_on, sig)
+        if self.runtime.stopping:  # a signal came before these handlers: stop once started
+            self.should_exit = True
         try:
             yield
         finally:
@@ -59,6 +61,11 @@ class _Server(uvicorn.Server):
             self.force_exit = True  # a second Ctrl-C: stop without waiting for requests
         self.should_exit = True
         self.runtime.stopping = True
+
+
+def _mark_stopping(runtime: Runtime) -> None:
+    """A stop signal before the process waits for one: acted on as soon as it does."""
+    runtime.stopping = True
 
 
 def _banner(settings: Settings, gateway_port: int) -> str:
@@ -142,6 +149,11 @@ async def serve(settings: Settings) -> None:
         if http_socket is not None:
             http_socket.close()
         raise
+    # From here a SIGINT or SIGTERM asks for a graceful stop, also one that arrives while the
+    # runtime starts or between the ready line and the HTTP server's own handlers.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _mark_stopping, runtime)
     try:
         await runtime.start()
         # Scaled out, apps are made with `openmps app create`: API nodes starting together
@@ -194,6 +206,8 @@ async def _wait_for_stop(runtime: Runtime) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    if runtime.stopping:  # a signal came before these handlers
+        stop.set()
     try:
         await stop.wait()
     finally:

@@ -30,6 +30,7 @@ from openmps.store import Delivery, Store
 logger = logging.getLogger(__name__)
 
 _REDIS_DOWN = (RedisError, OSError)
+STOP_WAIT_S = 5.0  # longest wait for the routed-frame and presence loops to end on a stop
 
 
 class GatewayNode:
@@ -46,6 +47,7 @@ class GatewayNode:
         self._tasks: list[asyncio.Task[None]] = []
         self.resyncs = 0  # links resynced since start (tests, logs)
         self._opening: set[Link] = set()  # links whose presence attach is under way
+        self._closing = asyncio.Event()  # stop() was called: the loops end
         self._unannounced: set[Link] = set()  # links whose presence attach failed
 
     async def opened(self, link: Link) -> None:
@@ -80,11 +82,17 @@ class GatewayNode:
 
     async def stop(self) -> None:
         """Stop listening and renewing; the node's presence goes with ClusterNode.close()."""
+        self._closing.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a cancel redis-py swallowed mid-read is not retried for ever.
+            ended, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("%s had failed: %r", task.get_name(), task.exception())
+            for task in stuck:
+                logger.warning("%s did not stop within %.0f s; left behind", task, STOP_WAIT_S)
         self._tasks = []
         if self._subscription is not None:
             with contextlib.suppress(*_REDIS_DOWN):
@@ -116,6 +124,8 @@ class GatewayNode:
 
     async def _listen(self, subscription: Subscription) -> None:
         async for batch in subscription:
+            if self._closing.is_set():
+                return
             if batch.resync:
                 try:
                     await self.resync(link.device_pk for link in self._hub.links())
@@ -127,7 +137,13 @@ class GatewayNode:
 
     async def _refresh(self) -> None:
         while True:
-            await asyncio.sleep(self._node.presence.refresh_interval_s)
+            # A flag as well as the cancel of stop(): on Python 3.11 redis-py can swallow a
+            # cancel that arrives as a socket write completes (see ClusterNode.close).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._node.presence.refresh_interval_s):
+                    await self._closing.wait()
+            if self._closing.is_set():
+                return
             try:
                 await self.refresh()
             except _REDIS_DOWN as exc:
