@@ -57,6 +57,8 @@ async def test_docs_page_and_openapi_document(tenant: Tenant) -> None:
         script = await http.get("/docs/assets/swagger-ui-bundle.js")
         style = await http.get("/docs/assets/swagger-ui.css")
         missing = await http.get("/docs/assets/nothing.js")
+        demo = await http.get("/docs/assets/index.html")  # the package's demo page: not served
+        upwards = await http.get("/docs/assets/..%2F__init__.py")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in page.text
@@ -65,6 +67,11 @@ async def test_docs_page_and_openapi_document(tenant: Tenant) -> None:
     assert '<script src="/docs/assets/swagger-ui-bundle.js">' in page.text
     assert '<link type="text/css" rel="stylesheet" href="/docs/assets/swagger-ui.css">' in page.text
     assert (script.status_code, style.status_code, missing.status_code) == (200, 200, 404)
+    assert (demo.status_code, upwards.status_code) == (404, 404)
+    assert demo.json() == {
+        "error": "not_found",
+        "message": "/docs/assets/index.html does not exist",
+    }
     assert script.headers["content-type"].startswith(("text/javascript", "application/javascript"))
     assert "SwaggerUIBundle" in script.text
     assert document.status_code == 200
