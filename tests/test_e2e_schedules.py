@@ -531,6 +531,7 @@ async def test_rest_cancel_and_errors(tenant: Tenant) -> None:
             {
                 "error": "invalid_param",
                 "message": "start needs a UTC offset or Z, such as 2024-06-14T08:00:00Z",
+                "code": 3028,
             },
         )
         done = await http.delete(f"{base}/{job_id}")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query
 
 from openmps.rest import OwnerDep, RestError, RuntimeDep
 from openmps.schedule_jobs import KIND_TYPES, JobNotPending, ScheduledJob, UnknownJob
-from openmps.schedule_rules import utc_instant
+from openmps.schedule_rules import invalid, utc_instant
 
 router = APIRouter()
 
@@ -47,11 +47,7 @@ def job_json(job: ScheduledJob) -> dict[str, Any]:
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        raise RestError(
-            400,
-            "invalid_param",
-            f"{name} needs a UTC offset or Z, such as 2024-06-14T08:00:00Z",
-        )
+        raise invalid(f"{name} needs a UTC offset or Z, such as 2024-06-14T08:00:00Z")
     return None if value is None else utc_instant(value, name)  # 400 past year 9999 in UTC
 
 
