@@ -413,7 +413,7 @@ BAD_PUSHES: list[Any] = [
         {"target_msgkey": '{"eve\\u0001":"k"}'},
         3028,
         "INVALID_PARAM",
-        "a target or msgKey in TargetMsgkey contains a control character",
+        "a target or msgKey in TargetMsgkey contains a control or invisible character",
         id="control-character-target",
     ),
     pytest.param(

@@ -177,7 +177,7 @@ CREATE_REFUSALS: list[Any] = [
         {"template_name": "a\x01b"},
         3038,
         "TEMPLATE_NAME_INVALID",
-        "TemplateName contains a control character",
+        "TemplateName contains a control or invisible character",
         id="3038-control",
     ),
     pytest.param(

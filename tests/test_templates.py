@@ -340,7 +340,7 @@ CREATE_REFUSALS: list[Any] = [
         {"name": "a\tb"},
         3038,
         "TEMPLATE_NAME_INVALID",
-        "TemplateName contains a control character",
+        "TemplateName contains a control or invisible character",
         id="n5",
     ),
     pytest.param(
@@ -362,7 +362,7 @@ CREATE_REFUSALS: list[Any] = [
         {"title": "a\nb"},
         3040,
         "TEMPLATE_TITLE_INVALID",
-        "Title contains a control character",
+        "Title contains a control or invisible character",
         id="t2",
     ),
     pytest.param(
@@ -393,7 +393,7 @@ CREATE_REFUSALS: list[Any] = [
         {"uri": "app://a\nb"},
         3042,
         "TEMPLATE_URI_INVALID",
-        "Uri contains a control character",
+        "Uri contains a control or invisible character",
         id="u1",
     ),
     pytest.param(

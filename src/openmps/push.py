@@ -309,7 +309,7 @@ def _check_ids(field_name: str, target: str, key: str) -> None:
         raise BusinessError(
             3028,
             "INVALID_PARAM",
-            f"a target or msgKey in {field_name} contains a control character",
+            f"a target or msgKey in {field_name} contains a control or invisible character",
         )
     if len(target) > MAX_ID_CHARS or len(key) > MAX_ID_CHARS:
         raise BusinessError(

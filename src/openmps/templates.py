@@ -167,7 +167,7 @@ def _check_name(name: str | None) -> str:
     elif "," in name or "，" in name:
         why = "contains a comma"
     elif not name.isprintable():
-        why = "contains a control character"
+        why = "contains a control or invisible character"
     elif name != name.strip():
         why = "starts or ends with a space"
     if why is not None:
@@ -186,7 +186,9 @@ def _check_spec(spec: TemplateSpec) -> TemplateSpec:
             3040, "TEMPLATE_TITLE_INVALID", f"Title is longer than {MAX_TITLE_CHARS} characters"
         )
     if not title.isprintable():
-        raise BusinessError(3040, "TEMPLATE_TITLE_INVALID", "Title contains a control character")
+        raise BusinessError(
+            3040, "TEMPLATE_TITLE_INVALID", "Title contains a control or invisible character"
+        )
     if content is None or not content.strip():
         raise BusinessError(3039, "TEMPLATE_CONTENT_INVALID", "Content is required")
     if len(content) > MAX_CONTENT_CHARS:
@@ -207,7 +209,9 @@ def _check_spec(spec: TemplateSpec) -> TemplateSpec:
             3042, "TEMPLATE_URI_INVALID", f"Uri is longer than {MAX_URI_CHARS} characters"
         )
     if uri is not None and not uri.isprintable():
-        raise BusinessError(3042, "TEMPLATE_URI_INVALID", "Uri contains a control character")
+        raise BusinessError(
+            3042, "TEMPLATE_URI_INVALID", "Uri contains a control or invisible character"
+        )
     for label, urls in (("IconUrls", spec.icon_urls), ("ImageUrls", spec.image_urls)):
         if urls is not None and len(urls) > MAX_URLS_CHARS:
             raise BusinessError(
