@@ -159,6 +159,41 @@ async def test_own_channel_acks_are_counted_once_per_delivery(tenant: Tenant) ->
     assert f"{OWN_ACKED} {before + 1}" in lines
 
 
+OWN_EXPIRED = 'openmps_deliveries_total{channel="own",code="0",status_channel="common"}'
+
+
+def own_expired(lines: list[str]) -> float:
+    found = [line.split(" ")[1] for line in lines if line.startswith(OWN_EXPIRED + " ")]
+    return float(found[0]) if found else 0.0
+
+
+async def test_expired_own_channel_deliveries_are_counted(tenant: Tenant) -> None:
+    # Two offline devices; their deliveries stay 0 (not online) and expire after 1 s.
+    devices = [await tenant.register("android") for _ in range(2)]
+    before = own_expired(await scrape(tenant.server))
+    response = await tenant.sdk().push_simple_async(
+        models.PushSimpleRequest(
+            app_id=tenant.app_id,
+            workspace_id=tenant.workspace_id,
+            delivery_type=1,
+            expired_seconds=1,
+            title="Soon gone",
+            content="Hi",
+            target_msgkey=json.dumps(
+                {d.delivery_token: f"ops-exp-{n}" for n, d in enumerate(devices)}
+            ),
+        )
+    )
+    assert response.body.result_code == "OK"
+
+    async def counted() -> bool:
+        return own_expired(await scrape(tenant.server)) == before + 2
+
+    await eventually(counted, timeout_s=10)
+    await asyncio.sleep(1.2)  # another sweep ran: nothing counted twice
+    assert own_expired(await scrape(tenant.server)) == before + 2
+
+
 async def test_readyz_when_ready(server: Server) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"{server.api_url}/readyz")

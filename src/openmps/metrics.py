@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
@@ -231,6 +231,11 @@ class Metrics:
     def count_own_acked(self, count: int) -> None:
         """``count`` own-channel deliveries were acked (the status writer wrote their acks)."""
         self._deliveries.labels(*OWN_ACKED_LABELS).inc(count)
+
+    def count_expired(self, counts: Mapping[tuple[str, str, int], int]) -> None:
+        """Deliveries the expiry sweep made final, by (route, status channel, code)."""
+        for (route, status_channel, code), count in counts.items():
+            self._deliveries.labels(route, status_channel, str(code)).inc(count)
 
     async def scrape(self) -> bytes:
         """The body of ``GET /metrics``: scaled out, Redis is asked for its levels first."""

@@ -34,6 +34,7 @@ MAX_PAYLOAD_BYTES = 4096  # title + content + extras as sent to a device: 3050 b
 MAX_ID_CHARS = 128  # a target or msgKey
 REVOKE_WINDOW = timedelta(days=7)  # reference 5.3
 INTAKE_BATCH = 256  # most pushes committed in one transaction
+EXPIRY_BATCH = 10_000  # expired deliveries made final per transaction
 # DeliveryType values (reference 4.1 note b) and which of them openmps carries today.
 DELIVERY_TYPES = {
     1: "android",
@@ -900,19 +901,40 @@ class Pushes:
         )
         return int(task_pk)
 
-    async def expire(self) -> int:
-        """Make every delivery whose message ran out of validity final; returns how many."""
+    async def expire(self) -> dict[tuple[str, str, int], int]:
+        """Make every delivery whose message ran out of validity final; returns how many, by
+        (route, status channel, code) as they stay stored.
+
+        In transactions of ``EXPIRY_BATCH`` rows, each read with its rows locked (rows another
+        transaction holds are left to the next sweep), so the counts are exact and a million
+        expired deliveries do not make one huge transaction.
+        """
         now = datetime.now(UTC)
-        async with self._store.write() as session:
-            result = await session.execute(
-                update(Delivery)
-                .where(Delivery.final.is_(False), Delivery.expires_at <= now)
-                .values(final=True, detail="expired", updated_at=now)
-            )
-        count = int(getattr(result, "rowcount", 0) or 0)
-        if count:
-            logger.info("deliveries expired: %d", count)
-        return count
+        counts: dict[tuple[str, str, int], int] = {}
+        while True:
+            async with self._store.write() as session:
+                rows = (
+                    await session.execute(
+                        select(Delivery.id, Delivery.route, Delivery.status_channel, Delivery.code)
+                        .where(Delivery.final.is_(False), Delivery.expires_at <= now)
+                        .limit(EXPIRY_BATCH)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+                if rows:
+                    await session.execute(
+                        update(Delivery)
+                        .where(Delivery.id.in_([row[0] for row in rows]))
+                        .values(final=True, detail="expired", updated_at=now)
+                    )
+            for _, route, status_channel, code in rows:
+                key = (route, status_channel, code)
+                counts[key] = counts.get(key, 0) + 1
+            if len(rows) < EXPIRY_BATCH:
+                break
+        if counts:
+            logger.info("deliveries expired: %d", sum(counts.values()))
+        return counts
 
 
 Stored = dict[tuple[int, str, str], tuple[int, int, dict[str, Any]]]

@@ -215,7 +215,7 @@ class Runtime:
             return
         # Resume: deliveries that outlived their message while we were down become final;
         # every other pending delivery goes out when its device connects (pending on hello).
-        await self.pushes.expire()
+        await self.expire()
         self.writer.start()
         self.vendor_dispatcher.start()
         resumed = await self.pushes.vendor_pending()
@@ -241,7 +241,7 @@ class Runtime:
             self.vendor_dispatcher.start()
             self.stream_worker.start()
         if "scheduler" in self.roles:
-            await self.pushes.expire()
+            await self.expire()
             await self.scheduler.start()
             self.spawn(self._sweep(), "expiry-sweeper")
             if self.recovery is not None:
@@ -296,11 +296,15 @@ class Runtime:
         await self.store.close()
         logger.info("stopped: %d status changes written", self.writer.written)
 
+    async def expire(self) -> None:
+        """Make expired deliveries final, and count them in ``openmps_deliveries_total``."""
+        self.metrics.count_expired(await self.pushes.expire())
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_S)
             try:
-                await self.pushes.expire()
+                await self.expire()
                 await self.reviews.release_approving()
             except Exception:
                 logger.exception("expiry sweep failed; trying again in %.0fs", EXPIRY_SWEEP_S)
