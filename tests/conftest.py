@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from alibabacloud_mpaas20201028 import models
 from alibabacloud_mpaas20201028.client import Client
 from alibabacloud_tea_openapi.models import Config
 
@@ -204,6 +206,24 @@ class Tenant:
 
     def device(self, creds: DeviceCredentials, **options: object) -> DeviceClient:
         return DeviceClient(self.server.gateway_url, creds, **options)  # type: ignore[arg-type]
+
+    async def push_simple(
+        self, targets: dict[str, str], *, expired_seconds: int = 300, title: str = "Hello"
+    ) -> str:
+        """PushSimple to Android devices (delivery token -> msgKey); the task id, once OK."""
+        response = await self.sdk().push_simple_async(
+            models.PushSimpleRequest(
+                app_id=self.app_id,
+                workspace_id=self.workspace_id,
+                delivery_type=1,
+                expired_seconds=expired_seconds,
+                title=title,
+                content="Hi",
+                target_msgkey=json.dumps(targets),
+            )
+        )
+        assert response.body.result_code == "OK", response.body.to_map()
+        return str(response.body.push_result.data)
 
 
 async def new_tenant(server: Server) -> Tenant:

@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from alibabacloud_mpaas20201028 import models
 
 from openmps import statuses, vendor_dispatch
 from openmps.apps import create_app
@@ -59,19 +58,8 @@ async def test_pushes_accepted_counter(tenant: Tenant) -> None:
     device = await tenant.register("android")
     assert 'openmps_pushes_accepted_total{kind="simple"} 0.0' in await scrape(tenant.server)
 
-    response = await tenant.sdk().push_simple_async(
-        models.PushSimpleRequest(
-            app_id=tenant.app_id,
-            workspace_id=tenant.workspace_id,
-            delivery_type=1,
-            expired_seconds=300,
-            title="Hello",
-            content="Hi",
-            target_msgkey=json.dumps({device.delivery_token: "ops-0001"}),
-        )
-    )
+    await tenant.push_simple({device.delivery_token: "ops-0001"})
 
-    assert response.body.result_code == "OK"
     lines = await scrape(tenant.server)
     assert 'openmps_pushes_accepted_total{kind="simple"} 1.0' in lines
     assert 'openmps_pushes_accepted_total{kind="template"} 0.0' in lines
@@ -131,18 +119,7 @@ async def test_own_channel_acks_are_counted_once_per_delivery(tenant: Tenant) ->
     client = tenant.device(device, auto_ack=False)
     await client.connect()
     try:
-        response = await tenant.sdk().push_simple_async(
-            models.PushSimpleRequest(
-                app_id=tenant.app_id,
-                workspace_id=tenant.workspace_id,
-                delivery_type=1,
-                expired_seconds=300,
-                title="Hello",
-                content="Hi",
-                target_msgkey=json.dumps({device.delivery_token: "ops-ack-1"}),
-            )
-        )
-        assert response.body.result_code == "OK"
+        await tenant.push_simple({device.delivery_token: "ops-ack-1"})
         message = await asyncio.wait_for(anext(aiter(client)), 10)
         await client.ack(message.id)
 
@@ -171,20 +148,8 @@ async def test_expired_own_channel_deliveries_are_counted(tenant: Tenant) -> Non
     # Two offline devices; their deliveries stay 0 (not online) and expire after 1 s.
     devices = [await tenant.register("android") for _ in range(2)]
     before = own_expired(await scrape(tenant.server))
-    response = await tenant.sdk().push_simple_async(
-        models.PushSimpleRequest(
-            app_id=tenant.app_id,
-            workspace_id=tenant.workspace_id,
-            delivery_type=1,
-            expired_seconds=1,
-            title="Soon gone",
-            content="Hi",
-            target_msgkey=json.dumps(
-                {d.delivery_token: f"ops-exp-{n}" for n, d in enumerate(devices)}
-            ),
-        )
-    )
-    assert response.body.result_code == "OK"
+    targets = {d.delivery_token: f"ops-exp-{n}" for n, d in enumerate(devices)}
+    await tenant.push_simple(targets, expired_seconds=1, title="Soon gone")
 
     async def counted() -> bool:
         return own_expired(await scrape(tenant.server)) == before + 2
