@@ -20,10 +20,11 @@ import signal
 import sys
 from pathlib import Path
 
-from openmps.client import DeviceClient, DeviceCredentials
+from openmps.client import DeviceClient, DeviceCredentials, GatewayUnavailable
 
 CONNECTING = 64  # connection attempts in flight
 CLOSING = 500
+CONNECT_TRIES = 5  # connection attempts per device before the simulator gives up
 
 
 def client_for(gateways: list[str], token: str, secret: str, first: int) -> DeviceClient:
@@ -43,7 +44,15 @@ async def run(gateways: list[str], devices: list[tuple[str, str, int]]) -> None:
     async def connect(client: DeviceClient) -> None:
         nonlocal connected
         async with gate:
-            await client.connect()
+            for attempt in range(1, CONNECT_TRIES + 1):
+                try:
+                    await client.connect()
+                    break
+                except GatewayUnavailable:
+                    # A busy machine: a gateway may be slow to read a hello or to answer.
+                    if attempt == CONNECT_TRIES:
+                        raise
+                    await asyncio.sleep(attempt)
         connected += 1
         if connected == total or connected % step == 0:
             print(f"connected {connected}/{total}", flush=True)

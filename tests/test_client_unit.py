@@ -242,6 +242,35 @@ async def test_auth_failed_raises_gateway_closed_and_does_not_reconnect() -> Non
         assert connections == 2
 
 
+async def test_a_hello_timeout_is_tried_again() -> None:
+    # Regression: a gateway too busy to read the hello within its 10 s closed with 4001
+    # hello_timeout, which the SDK took as final: 16,667 simulated devices stopped connecting.
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        assert await read_frame(ws) == HELLO
+        if connections == 1:
+            await send_frame(
+                ws, {"type": "error", "code": "hello_timeout", "message": "no hello within 10 s"}
+            )
+            await ws.close(4001, "hello_timeout")
+            return
+        await send_frame(ws, WELCOME)
+        await send_frame(ws, msg_frame("1"))
+        await ws.wait_closed()
+
+    async with fake_gateway(handler) as url:
+        client = DeviceClient(url, CREDS, backoff_initial_s=0.01, backoff_max_s=0.05)
+        with pytest.raises(GatewayUnavailable) as info:
+            await client.connect()
+        assert info.value.code == 4001
+        assert [m.id for m in await take(client, 1)] == ["1"]
+        assert connections == 2
+        await client.close()
+
+
 async def test_replaced_mid_session_raises_out_of_iterator() -> None:
     connections = 0
 

@@ -518,7 +518,10 @@ class DeviceClient:
         close_reason = exc.rcvd.reason if exc.rcvd is not None else ""
         error_code, error_message = self._server_error or ("", "")
         reason = error_code or close_reason
-        if code in PERMANENT_CLOSE_CODES:
+        # A hello that reached an overloaded gateway after its 10 s is worth another try; the
+        # other 4001s (a malformed hello) are not.
+        late_hello = code == 4001 and reason == "hello_timeout"
+        if code in PERMANENT_CLOSE_CODES and not late_hello:
             return GatewayClosed(code, reason, error_message)
         text = f"gateway link lost (close code {code}{' ' + reason if reason else ''})"
         return GatewayUnavailable(text, code=code)
