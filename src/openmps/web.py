@@ -244,6 +244,7 @@ def build_app(runtime: Runtime) -> FastAPI:
     app.include_router(templates_router)
     app.include_router(review_router)
     app.include_router(schedules_router)
+
     @app.get(DOCS_ASSETS + "/{name}", include_in_schema=False)
     async def docs_asset(name: str) -> FileResponse:
         # Only what /docs loads: the package's folder also holds a demo page that fetches an
