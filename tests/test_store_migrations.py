@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -91,5 +91,26 @@ async def test_deliveries_lose_their_foreign_keys_and_keep_their_rows(database_u
                 )
             ).all()
         assert [tuple(r) for r in rows] == [(row.message_pk, row.device_pk, 1, False)]
+    finally:
+        await store.close()
+
+
+async def test_analyze_gives_postgresql_the_rows_of_a_fresh_table(database_url: str) -> None:
+    store = await Store.open(database_url)
+    try:
+        now = datetime.now(UTC)
+        await pending_delivery(store, created=now, updated=now)
+        await store.analyze("deliveries")
+        async with store.session() as session:
+            if store.is_sqlite:  # nothing to do there: no statistics table was made
+                found = await session.scalar(
+                    text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")
+                )
+                assert found == 0
+            else:
+                rows = await session.scalar(
+                    text("SELECT reltuples FROM pg_class WHERE relname = 'deliveries'")
+                )
+                assert rows == 1.0
     finally:
         await store.close()

@@ -35,6 +35,7 @@ MAX_ID_CHARS = 128  # a target or msgKey
 REVOKE_WINDOW = timedelta(days=7)  # reference 5.3
 INTAKE_BATCH = 256  # most pushes committed in one transaction
 EXPIRY_BATCH = 10_000  # expired deliveries made final per transaction
+ANALYZE_AFTER_ROWS = 100_000  # a broadcast this large refreshes the deliveries statistics
 # DeliveryType values (reference 4.1 note b) and which of them openmps carries today.
 DELIVERY_TYPES = {
     1: "android",
@@ -889,6 +890,10 @@ class Pushes:
                 now=now,
                 route=partial(self._route, policy=policy, configured=configured, online=online),
             )
+        if targets >= ANALYZE_AFTER_ROWS:
+            # The dispatch below reads this task's rows of the connected devices: with the
+            # statistics of the table before the expansion, PostgreSQL took minutes for it.
+            await self._store.analyze(Delivery.__tablename__)
         expanded_s = time.monotonic() - started
         sent = 0 if held else await self.dispatch_task(task_pk, vendors=to_vendors > 0)
         logger.info(

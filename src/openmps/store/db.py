@@ -122,6 +122,16 @@ class Store:
         async with self._write_lock, self.sessions() as session, session.begin():
             yield session
 
+    async def analyze(self, table: str) -> None:
+        """Refresh PostgreSQL's statistics of ``table`` now (after a bulk insert: until
+        autovacuum gets to it the planner believes the table is as small as it was, and may
+        scan a million rows to find a few thousand). Nothing on SQLite."""
+        if self.is_sqlite:
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text(f'ANALYZE "{table}"'))
+            await conn.commit()
+
     async def close(self) -> None:
         await self.engine.dispose()
 
