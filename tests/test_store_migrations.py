@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,21 +14,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from openmps.store import Delivery, Store
 from openmps.store.db import upgrade
-from tests.conftest import TEST_DATABASE_URL, _postgres
 from tests.store_rows import pending_delivery
+from tests.test_e2e_schedules import store_of_its_own
 
 
 @pytest.fixture
 async def database_url(tmp_path: Path) -> AsyncIterator[str]:
-    if not TEST_DATABASE_URL:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'openmps.db'}"
-        return
-    name = f"openmps_test_{uuid.uuid4().hex[:12]}"
-    await _postgres(TEST_DATABASE_URL, f'CREATE DATABASE "{name}"')
-    try:
-        yield TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await _postgres(TEST_DATABASE_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
+    async with store_of_its_own(tmp_path) as url:
+        yield url
 
 
 async def _migrate_to(url: str, revision: str) -> None:
